@@ -1,0 +1,36 @@
+# Fluxer SSO. `make run` starts the service, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install install-dev keys run test lint clean
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.runtime          ## a .venv with the pinned runtime requirements
+
+install-dev: $(VENV)/.dev          ## plus the test and lint tools
+
+keys: install                      ## print a fresh RSA-2048 key pair and service secret as .env lines
+	@$(PY) -m config.keygen
+
+run: install                       ## gunicorn + gevent on $SSO_PORT (writes a development .env if none)
+	@$(PY) -m config.keygen --ensure .env
+	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py wsgi:app
+
+test: install-dev                  ## the whole suite (starts its own redis-server)
+	$(PY) -m pytest
+
+lint: install-dev                  ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy sso config app.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

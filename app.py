@@ -1,0 +1,82 @@
+"""The application factory: the one place that wires the service together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from flask import Flask
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from config.settings import Settings, load_settings
+from sso.http import register_error_handlers
+from sso.keys import KeySet
+from sso.sessions import SessionService
+from sso.store import RedisStore
+from sso.views import browser, meta, session
+from sso.worker import BackgroundWorker
+
+MAX_BODY_BYTES = 64 * 1024
+REDIS_TIMEOUT = 1.0  # seconds; with one retry a dead Redis answers 503 within ~2 s
+
+
+@dataclass
+class Services:
+    """Per-app collaborators, kept in ``app.extensions['sso']``."""
+
+    settings: Settings
+    redis: redis.Redis
+    store: RedisStore
+    keys: KeySet
+    worker: BackgroundWorker
+    sessions: SessionService
+    clock: Callable[[], float]
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A pooled client with short timeouts, so a dead Redis fails fast and closed."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=REDIS_TIMEOUT,
+        socket_connect_timeout=REDIS_TIMEOUT,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=30,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    redis_connection: redis.Redis | None = None,
+) -> Flask:
+    """Build the Flask app; settings default to the process environment."""
+    settings = settings or load_settings(os.environ)
+    app = Flask(__name__, static_folder=None)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    client = redis_connection or redis_client(settings.redis_url)
+    store = RedisStore(client, settings.redis_prefix)
+    worker = BackgroundWorker(store, interval=settings.activity_update_interval, clock=clock)
+    app.extensions["sso"] = Services(
+        settings=settings,
+        redis=client,
+        store=store,
+        keys=KeySet(settings.jwt_private_key, [settings.jwt_public_key]),
+        worker=worker,
+        sessions=SessionService(store, worker, ttl=settings.session_ttl, clock=clock),
+        clock=clock,
+    )
+
+    for blueprint in (meta.bp, session.bp, browser.bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    logging.getLogger("sso").setLevel(logging.INFO)
+    return app

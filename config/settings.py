@@ -1,0 +1,199 @@
+"""Settings loaded once from the environment and validated before anything starts.
+
+SPEC.md's configuration table is the contract. Every bad variable raises
+``ConfigError`` naming that variable, so the entry points can stop the process
+with one clear line; secret values never appear in the message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
+PREFIX_RE = re.compile(r"^[A-Za-z0-9:_.-]{0,32}$")
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or invalid."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs, validated; build it directly in tests."""
+
+    jwt_private_key: str = field(repr=False)
+    jwt_public_key: str = field(repr=False)
+    service_secrets: tuple[str, ...] = field(repr=False)
+    port: int = 8090
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    issuer: str = "http://localhost:8090"
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 2592000
+    session_ttl: int = 2592000
+    activity_update_interval: int = 300
+    app_origins: tuple[str, ...] = ("http://localhost:3000",)
+    allowed_redirect_uris: tuple[str, ...] = ("http://localhost:3000/oauth/callback",)
+    clients: tuple[str, ...] = ("fluxer",)
+    login_url: str = "http://localhost:3000/login"
+    cookie_domain: str = ""
+    cookie_secure: bool = True
+    refresh_reuse_grace: int = 0
+    redis_prefix: str = "sso:"
+    access_token_audience: str = "fluxer-api"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not re.fullmatch(r"[0-9]+", raw):
+        raise ConfigError(name, f"must be a non-negative integer, got {raw!r}")
+    value = int(raw)
+    if value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+
+def _http_url(name: str, value: str, *, origin_only: bool = False) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(name, f"{value!r} is not an absolute http(s) URL")
+    if parts.username is not None or parts.password is not None or parts.fragment:
+        raise ConfigError(name, f"{value!r} must not carry userinfo or a fragment")
+    if origin_only and (parts.path not in ("", "/") or parts.query):
+        raise ConfigError(name, f"{value!r} must be an origin (scheme://host[:port])")
+    return value
+
+
+def _origin(name: str, value: str) -> str:
+    _http_url(name, value, origin_only=True)
+    return value.rstrip("/")
+
+
+def _private_key(pem: str) -> rsa.RSAPrivateKey:
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("SSO_JWT_PRIVATE_KEY", "not a readable unencrypted PEM private key") from exc
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+        raise ConfigError("SSO_JWT_PRIVATE_KEY", "must be an RSA key of at least 2048 bits")
+    return key
+
+
+def _public_key(pem: str) -> rsa.RSAPublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("SSO_JWT_PUBLIC_KEY", "not a readable PEM public key") from exc
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ConfigError("SSO_JWT_PUBLIC_KEY", "must be an RSA public key")
+    return key
+
+
+def _pem(env: Mapping[str, str], name: str) -> str:
+    # .env files and container runtimes often carry PEMs on one line with "\n".
+    value = env.get(name, "").strip().replace("\\n", "\n")
+    if not value:
+        raise ConfigError(name, "is required (run `make keys`)")
+    return value + "\n"
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Build Settings from an environment mapping, or raise ConfigError."""
+    private_pem = _pem(env, "SSO_JWT_PRIVATE_KEY")
+    public_pem = _pem(env, "SSO_JWT_PUBLIC_KEY")
+    private_key = _private_key(private_pem)
+    if private_key.public_key().public_numbers() != _public_key(public_pem).public_numbers():
+        raise ConfigError("SSO_JWT_PUBLIC_KEY", "does not match SSO_JWT_PRIVATE_KEY")
+
+    secrets = _list(env, "SSO_SERVICE_SECRET")
+    if not secrets:
+        raise ConfigError("SSO_SERVICE_SECRET", "is required (run `make keys`)")
+    if any(len(secret) < 16 for secret in secrets):
+        raise ConfigError("SSO_SERVICE_SECRET", "each secret must be at least 16 characters")
+
+    port = _int(env, "SSO_PORT", 8090, minimum=1)
+    if port > 65535:
+        raise ConfigError("SSO_PORT", f"must be at most 65535, got {port}")
+
+    redis_url = env.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
+    if urlsplit(redis_url).scheme not in REDIS_SCHEMES:
+        raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
+
+    issuer = _http_url("SSO_ISSUER", env.get("SSO_ISSUER", "").strip() or "http://localhost:8090")
+    if urlsplit(issuer).query:
+        raise ConfigError("SSO_ISSUER", "must not have a query (RFC 8414 §2)")
+    issuer = issuer.rstrip("/")
+
+    origins = tuple(_origin("SSO_APP_ORIGINS", o) for o in _list(env, "SSO_APP_ORIGINS"))
+    origins = origins or ("http://localhost:3000",)
+    redirect_uris = tuple(
+        _http_url("SSO_ALLOWED_REDIRECT_URIS", u) for u in _list(env, "SSO_ALLOWED_REDIRECT_URIS")
+    ) or tuple(f"{origin}/oauth/callback" for origin in origins)
+
+    clients = _list(env, "SSO_CLIENTS") or ("fluxer",)
+    for client in clients:
+        if not CLIENT_ID_RE.fullmatch(client):
+            raise ConfigError("SSO_CLIENTS", f"{client!r} is not a valid client id")
+
+    login_url = env.get("SSO_LOGIN_URL", "").strip() or f"{origins[0]}/login"
+    _http_url("SSO_LOGIN_URL", login_url)
+
+    prefix = env.get("SSO_REDIS_PREFIX", "sso:")
+    if not PREFIX_RE.fullmatch(prefix):
+        raise ConfigError("SSO_REDIS_PREFIX", "may hold only letters, digits and : _ . - (32 at most)")
+
+    cookie_domain = env.get("SSO_COOKIE_DOMAIN", "").strip()
+    if cookie_domain and not re.fullmatch(r"\.?[A-Za-z0-9.-]+", cookie_domain):
+        raise ConfigError("SSO_COOKIE_DOMAIN", f"{cookie_domain!r} is not a domain name")
+
+    audience = env.get("SSO_ACCESS_TOKEN_AUDIENCE", "").strip() or "fluxer-api"
+
+    return Settings(
+        jwt_private_key=private_pem,
+        jwt_public_key=public_pem,
+        service_secrets=secrets,
+        port=port,
+        redis_url=redis_url,
+        issuer=issuer,
+        access_token_ttl=_int(env, "SSO_ACCESS_TOKEN_TTL", 900, minimum=1),
+        refresh_token_ttl=_int(env, "SSO_REFRESH_TOKEN_TTL", 2592000, minimum=1),
+        session_ttl=_int(env, "SSO_SESSION_TTL", 2592000, minimum=1),
+        activity_update_interval=_int(env, "SSO_ACTIVITY_UPDATE_INTERVAL", 300),
+        app_origins=origins,
+        allowed_redirect_uris=redirect_uris,
+        clients=clients,
+        login_url=login_url,
+        cookie_domain=cookie_domain,
+        cookie_secure=_bool(env, "SSO_COOKIE_SECURE", True),
+        refresh_reuse_grace=_int(env, "SSO_REFRESH_REUSE_GRACE", 0),
+        redis_prefix=prefix,
+        access_token_audience=audience,
+    )

@@ -1,0 +1,119 @@
+"""The error hierarchy, rendered as JSON by one handler (sso/http.py).
+
+Codes come from RFC 6749 §4.1.2.1 and §5.2, RFC 6750 §3.1, RFC 7009 §2.2.1
+and OpenID Connect Core §3.1.2.6. Each error carries a public description, a
+private ``detail`` that only reaches the log, and whether it may be sent back
+to a client's redirect URI (never for a bad ``client_id`` or ``redirect_uri``).
+"""
+
+from __future__ import annotations
+
+
+class SSOError(Exception):
+    error = "server_error"
+    status = 500
+    description = "The server could not complete the request."
+    redirectable = False
+
+    def __init__(self, description: str | None = None, *, detail: str | None = None) -> None:
+        super().__init__(description or self.description)
+        if description:
+            self.description = description
+        self.detail = detail
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.error, "error_description": self.description}
+
+
+class InvalidRequest(SSOError):
+    error, status, description, redirectable = "invalid_request", 400, "The request is malformed.", True
+
+
+class InvalidClient(SSOError):
+    error, status, description = "invalid_client", 401, "Client authentication failed."
+
+
+class InvalidRedirectURI(SSOError):
+    """Never redirected: the URI itself is what cannot be trusted."""
+
+    error, status, description = "invalid_request", 400, "The redirect_uri is not registered for this client."
+
+
+class UnauthorizedClient(SSOError):
+    error, status, redirectable = "unauthorized_client", 400, True
+    description = "The client may not use this grant."
+
+
+class InvalidGrant(SSOError):
+    error, status, description = "invalid_grant", 400, "The grant is invalid, expired or revoked."
+
+
+class UnsupportedGrantType(SSOError):
+    error, status, description = "unsupported_grant_type", 400, "The grant type is not supported."
+
+
+class UnsupportedResponseType(SSOError):
+    error, status, redirectable = "unsupported_response_type", 400, True
+    description = "Only response_type=code is supported."
+
+
+class InvalidScope(SSOError):
+    error, status, description, redirectable = "invalid_scope", 400, "The scope is invalid.", True
+
+
+class LoginRequired(SSOError):
+    error, status, description, redirectable = "login_required", 400, "The user is not signed in.", True
+
+
+class UnsupportedTokenType(SSOError):
+    error, status, description = "unsupported_token_type", 400, "The token type is not supported."
+
+
+class InvalidToken(SSOError):
+    """RFC 6750 §3.1: the challenge goes in WWW-Authenticate."""
+
+    error, status, description = "invalid_token", 401, "The access token is invalid, expired or revoked."
+
+    def headers(self) -> dict[str, str]:
+        text = self.description.replace('"', "'")
+        return {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{text}"'}
+
+
+class ServiceAuthRequired(SSOError):
+    """A service endpoint called without a valid ``Authorization: Service`` secret."""
+
+    error, status, description = "invalid_client", 401, "Service authentication is required."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Service realm="fluxer-sso"'}
+
+
+class Unauthorized(SSOError):
+    error, status, description = "unauthorized", 401, "The credentials are invalid."
+
+
+class Forbidden(SSOError):
+    error, status, description = "access_denied", 403, "The request is not allowed."
+
+
+class NotFound(SSOError):
+    error, status, description = "not_found", 404, "No such endpoint."
+
+
+class MethodNotAllowed(SSOError):
+    error, status, description = "method_not_allowed", 405, "The method is not allowed here."
+
+
+class PayloadTooLarge(SSOError):
+    error, status, description = "invalid_request", 413, "The request body is too large."
+
+
+class UnsupportedMediaType(SSOError):
+    error, status, description = "invalid_request", 415, "The request has the wrong content type."
+
+
+class TemporarilyUnavailable(SSOError):
+    error, status, description = "temporarily_unavailable", 503, "The service is temporarily unavailable."

@@ -1,0 +1,197 @@
+"""Request helpers shared by the blueprints: schemas, service auth, CORS, errors.
+
+Views never read ``request`` for their input: ``use_schema`` loads it from one
+location, rejects repeated parameters (RFC 6749 §3.1) and hands plain data in.
+One handler renders every error as JSON; 5xx bodies say only
+``server_error``/``temporarily_unavailable`` and never carry exception text.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
+
+from flask import Flask, Response, current_app, jsonify, request
+from marshmallow import Schema, ValidationError
+from redis.exceptions import RedisError
+from werkzeug.exceptions import HTTPException
+
+from sso import errors
+from sso.digests import equals
+
+log = logging.getLogger("sso.http")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_HTTP_ERRORS: dict[int, type[errors.SSOError]] = {
+    400: errors.InvalidRequest,
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+}
+
+
+def services() -> Any:
+    """The per-app service container (app.Services) built by create_app."""
+    return current_app.extensions["sso"]
+
+
+def _first_error(messages: Any, path: str = "") -> str:
+    """'field: message' for the first problem marshmallow reported."""
+    if isinstance(messages, dict):
+        key, value = next(iter(messages.items()))
+        name = "body" if key == "_schema" else str(key)
+        return _first_error(value, f"{path}.{name}" if path else name)
+    if isinstance(messages, list) and messages:
+        return _first_error(messages[0], path)
+    return f"{path}: {messages}" if path else str(messages)
+
+
+def _single_values(multi: Any) -> dict[str, str]:
+    data: dict[str, str] = {}
+    for key in multi:
+        values = multi.getlist(key)
+        if len(values) > 1:
+            raise errors.InvalidRequest(f"{key}: parameter repeated")
+        data[key] = values[0]
+    return data
+
+
+def load_input(schema: Schema, location: str) -> dict[str, Any]:
+    """Parse and validate one input location; InvalidRequest names the field."""
+    if location == "json":
+        if not request.is_json:
+            raise errors.UnsupportedMediaType("Content-Type must be application/json.")
+        payload = request.get_json(silent=True)
+        if not isinstance(payload, dict):
+            raise errors.InvalidRequest("body: must be a JSON object")
+    elif location == "form":
+        if request.mimetype != "application/x-www-form-urlencoded":
+            raise errors.UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded.")
+        payload = _single_values(request.form)
+    elif location == "query":
+        payload = _single_values(request.args)
+    elif location == "values":
+        if request.method == "POST" and request.mimetype not in ("application/x-www-form-urlencoded", ""):
+            raise errors.UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded.")
+        payload = _single_values(request.args)
+        for key, value in _single_values(request.form).items():
+            if key in payload:
+                raise errors.InvalidRequest(f"{key}: parameter repeated")
+            payload[key] = value
+    else:  # pragma: no cover - programming error
+        raise ValueError(location)
+    try:
+        return cast(dict[str, Any], schema.load(payload))
+    except ValidationError as exc:
+        raise errors.InvalidRequest(_first_error(exc.messages)) from None
+
+
+def use_schema(schema_cls: type[Schema], location: str = "json") -> Callable[[F], F]:
+    """Validate input with one schema and pass it to the view as ``data``."""
+    schema = schema_cls()
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return view(*args, data=load_input(schema, location), **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorator
+
+
+def service_authenticated(secrets: Iterable[str]) -> bool:
+    """Whether ``Authorization: Service <secret>`` matches one configured secret."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "service" or not presented:
+        return False
+    matched = False
+    for secret in secrets:  # compare against every secret: no early exit to time
+        matched |= equals(presented.strip(), secret)
+    return matched
+
+
+def require_service(view: F) -> F:
+    """Reject the request unless it carries a valid service secret."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not service_authenticated(services().settings.service_secrets):
+            raise errors.ServiceAuthRequired()
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def allowed_origin(origins: Iterable[str]) -> str | None:
+    """The request's Origin when it is one of ``origins``."""
+    origin = request.headers.get("Origin")
+    return origin if origin and origin in origins else None
+
+
+def apply_cors(response: Response, origins: Iterable[str], *, credentials: bool) -> Response:
+    """CORS for the browser-facing endpoints (Fetch standard, CORS protocol)."""
+    origin = allowed_origin(origins)
+    response.vary.add("Origin")
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        if credentials:
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
+def no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+def error_response(exc: errors.SSOError) -> Response:
+    response = jsonify(exc.body())
+    response.status_code = exc.status
+    for name, value in exc.headers().items():
+        response.headers[name] = value
+    return no_store(response)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """One place renders every error as JSON."""
+
+    @app.errorhandler(errors.SSOError)
+    def handle_sso_error(exc: errors.SSOError) -> Response:
+        if exc.status >= 500 or exc.detail:
+            log.warning("%s %s -> %s (%s)", request.method, request.path, exc.error, exc.detail or exc.description)
+        return error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        cls = _HTTP_ERRORS.get(code)
+        if cls is None:
+            err = errors.SSOError() if code >= 500 else errors.InvalidRequest()
+            err.status = code
+        else:
+            err = cls()
+        response = error_response(err)
+        if code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+            response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(RedisError)
+    def handle_redis_error(exc: RedisError) -> Response:
+        log.error("%s %s -> redis unavailable: %s", request.method, request.path, type(exc).__name__)
+        return error_response(errors.TemporarilyUnavailable())
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception) -> Response:
+        log.exception("%s %s -> unhandled error", request.method, request.path)
+        return error_response(errors.SSOError())

@@ -1,0 +1,144 @@
+"""Session lifecycle: create, validate, list, invalidate (SPEC.md, Sessions).
+
+The raw session token is returned once at creation and never stored; every
+lookup goes through ``session_id_hash``. Events and activity marks are handed
+to the background worker, never written on the request path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sso import events
+from sso.digests import new_token, token_hash
+from sso.store import RedisStore
+from sso.worker import BackgroundWorker
+
+
+@dataclass(frozen=True)
+class Session:
+    session_id_hash: str
+    user_id: str
+    created_at: int
+    last_active_at: int
+    expires_at: int
+    client_ip: str = ""
+    user_agent: str = ""
+    platform: str = ""
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, sid: str, record: dict[str, str]) -> Session:
+        return cls(
+            session_id_hash=sid,
+            user_id=record["user_id"],
+            created_at=int(record["created_at"]),
+            last_active_at=int(record["last_active_at"]),
+            expires_at=int(record["expires_at"]),
+            client_ip=record.get("client_ip", ""),
+            user_agent=record.get("user_agent", ""),
+            platform=record.get("platform", ""),
+            claims=json.loads(record.get("claims") or "{}"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session_id_hash": self.session_id_hash,
+            "user_id": self.user_id,
+            "created_at": events.iso8601(self.created_at),
+            "last_active_at": events.iso8601(self.last_active_at),
+            "expires_at": events.iso8601(self.expires_at),
+            "client_ip": self.client_ip or None,
+            "user_agent": self.user_agent or None,
+            "platform": self.platform or None,
+            "claims": self.claims,
+        }
+
+
+class SessionService:
+    def __init__(
+        self, store: RedisStore, worker: BackgroundWorker, *, ttl: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.worker = worker
+        self.ttl = ttl
+        self.clock = clock
+
+    def create(
+        self,
+        user_id: str,
+        *,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+        platform: str | None = None,
+        claims: dict[str, Any] | None = None,
+    ) -> tuple[str, Session]:
+        """A new session and its token; the token is never stored."""
+        token = new_token(32)
+        sid = token_hash(token)
+        now = int(self.clock())
+        session = Session(
+            session_id_hash=sid,
+            user_id=user_id,
+            created_at=now,
+            last_active_at=now,
+            expires_at=now + self.ttl,
+            client_ip=client_ip or "",
+            user_agent=user_agent or "",
+            platform=platform or "",
+            claims=claims or {},
+        )
+        self.store.create_session(
+            sid,
+            user_id,
+            now,
+            session.expires_at,
+            {
+                "client_ip": session.client_ip,
+                "user_agent": session.user_agent,
+                "platform": session.platform,
+                "claims": json.dumps(session.claims, separators=(",", ":")),
+            },
+        )
+        self.worker.publish(events.envelope(events.SESSION_CREATED, user_id, [sid], now))
+        return token, session
+
+    def find(self, sid: str) -> Session | None:
+        """The live session with this id hash, or None; records no activity."""
+        record = self.store.find_session(sid)
+        if record is None:
+            return None
+        session = Session.from_record(sid, record)
+        return session if session.expires_at > self.clock() else None
+
+    def validate(self, sid: str) -> Session | None:
+        """Like find, and marks the session active (debounced)."""
+        session = self.find(sid)
+        if session is not None:
+            self.worker.mark_active(session.user_id, sid, session.last_active_at)
+        return session
+
+    def from_token(self, token: str) -> Session | None:
+        return self.find(token_hash(token))
+
+    def list_for_user(self, user_id: str) -> list[Session]:
+        now = self.clock()
+        sessions = [Session.from_record(sid, rec) for sid, rec in self.store.list_sessions(user_id, int(now))]
+        live = [s for s in sessions if s.expires_at > now]
+        return sorted(live, key=lambda s: (s.last_active_at, s.created_at), reverse=True)
+
+    def invalidate(self, user_id: str, sids: Sequence[str]) -> list[str]:
+        ended = self.store.invalidate(user_id, dict.fromkeys(sids)) if sids else []
+        if ended:
+            self.worker.publish(events.envelope(events.SESSION_INVALIDATED, user_id, ended, self.clock()))
+        return ended
+
+    def invalidate_all(self, user_id: str, keep: Sequence[str] = ()) -> list[str]:
+        ended = self.store.invalidate_all(user_id, keep)
+        if ended:
+            self.worker.publish(events.envelope(events.GLOBAL_LOGOUT, user_id, ended, self.clock()))
+        return ended

@@ -1,0 +1,66 @@
+"""Browser-facing session endpoints: /session/set-cookie and POST /logout.
+
+Both are called by Fluxer apps from ``SSO_APP_ORIGINS`` with credentials, so
+they answer CORS preflights for exactly those origins. POST /logout refuses
+any other origin: logging a user out is a state change a third-party page
+must not be able to trigger (logout CSRF).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, request
+
+from sso import errors
+from sso.cookies import clear_sso_cookie, set_sso_cookie, sso_cookie
+from sso.http import apply_cors, no_store, services, use_schema
+from sso.schemas import LogoutSchema, SetCookieSchema
+
+bp = Blueprint("browser", __name__)
+
+
+@bp.after_request
+def _cors(response: Response) -> Response:
+    """CORS on every answer of this blueprint, Flask's automatic OPTIONS included."""
+    return apply_cors(response, services().settings.app_origins, credentials=True)
+
+
+@bp.post("/session/set-cookie")
+@use_schema(SetCookieSchema)
+def set_cookie(data: dict[str, Any]) -> Response:
+    svc = services()
+    session = svc.sessions.from_token(data["token"])
+    if session is None:
+        raise errors.Unauthorized("The session token is invalid or expired.")
+    response = no_store(Response(status=204))
+    set_sso_cookie(response, svc.settings, data["token"], session.expires_at - int(svc.clock()))
+    return response
+
+
+def _request_origin() -> str | None:
+    origin = request.headers.get("Origin")
+    if origin and origin != "null":
+        return origin
+    referer = urlsplit(request.headers.get("Referer", ""))
+    return f"{referer.scheme}://{referer.netloc}" if referer.scheme and referer.netloc else None
+
+
+@bp.post("/logout")
+@use_schema(LogoutSchema, location="values")
+def logout(data: dict[str, Any]) -> Response:
+    svc = services()
+    origin = _request_origin()
+    issuer = urlsplit(svc.settings.issuer)
+    if origin not in (*svc.settings.app_origins, f"{issuer.scheme}://{issuer.netloc}"):
+        raise errors.Forbidden("Logout is accepted only from a Fluxer app origin.")
+    token = sso_cookie(request)
+    session = svc.sessions.from_token(token) if token else None
+    if session is not None and data["invalidate"] == "session":
+        svc.sessions.invalidate(session.user_id, [session.session_id_hash])
+    elif session is not None and data["invalidate"] == "all":
+        svc.sessions.invalidate_all(session.user_id)
+    response = no_store(Response(status=204))
+    clear_sso_cookie(response, svc.settings)
+    return response

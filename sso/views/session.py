@@ -1,0 +1,80 @@
+"""The service API for API instances: /session/* (SPEC.md, Endpoints)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from marshmallow import ValidationError
+
+from sso import errors
+from sso.http import no_store, require_service, services, use_schema
+from sso.schemas import (
+    CreateSessionSchema,
+    InvalidateAllSchema,
+    InvalidateSchema,
+    UserIdSchema,
+    ValidateSessionSchema,
+)
+
+bp = Blueprint("session", __name__, url_prefix="/session")
+_user_id_schema = UserIdSchema()
+
+
+@bp.post("/create")
+@require_service
+@use_schema(CreateSessionSchema)
+def create(data: dict[str, Any]) -> tuple[Response, int]:
+    token, session = services().sessions.create(
+        data["user_id"],
+        client_ip=data["client_ip"],
+        user_agent=data["user_agent"],
+        platform=data["platform"],
+        claims=data["claims"],
+    )
+    body = {
+        "token": token,
+        **{
+            k: v
+            for k, v in session.to_json().items()
+            if k in ("session_id_hash", "user_id", "created_at", "expires_at")
+        },
+    }
+    return no_store(jsonify(body)), 201
+
+
+@bp.post("/validate")
+@require_service
+@use_schema(ValidateSessionSchema)
+def validate(data: dict[str, Any]) -> Response:
+    session = services().sessions.validate(data["token_hash"])
+    if session is None:
+        return no_store(jsonify(valid=False))
+    return no_store(jsonify(valid=True, session=session.to_json()))
+
+
+@bp.get("/list/<user_id>")
+@require_service
+def list_sessions(user_id: str) -> Response:
+    try:
+        _user_id_schema.load({"user_id": user_id})
+    except ValidationError:
+        raise errors.InvalidRequest("user_id: must be 1-64 characters of A-Z a-z 0-9 _ -") from None
+    sessions = services().sessions.list_for_user(user_id)
+    return no_store(jsonify(sessions=[s.to_json() for s in sessions]))
+
+
+@bp.post("/invalidate")
+@require_service
+@use_schema(InvalidateSchema)
+def invalidate(data: dict[str, Any]) -> Response:
+    ended = services().sessions.invalidate(data["user_id"], data["session_id_hashes"])
+    return no_store(jsonify(invalidated=ended))
+
+
+@bp.post("/invalidate-all")
+@require_service
+@use_schema(InvalidateAllSchema)
+def invalidate_all(data: dict[str, Any]) -> Response:
+    ended = services().sessions.invalidate_all(data["user_id"], data["except_session_id_hashes"])
+    return no_store(jsonify(invalidated=ended))

@@ -1,0 +1,160 @@
+"""The per-worker background loop: debounced activity writes and event publishing.
+
+Requests never wait on these writes (SPEC.md, Activity tracking and Events).
+Under gunicorn's gevent worker ``threading`` is monkey-patched, so the loop is
+a greenlet; under a plain server it is a daemon thread. Tests drive it through
+``run_once()`` and ``flush()`` instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from redis.exceptions import RedisError
+
+from sso.store import RedisStore
+
+log = logging.getLogger("sso.worker")
+
+
+class BackgroundWorker:
+    """Buffers activity marks and events; one instance per worker process."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        *,
+        interval: int,
+        clock: Callable[[], float] = time.time,
+        tick: float = 1.0,
+        max_events: int = 10_000,
+        max_pending: int = 100_000,
+    ) -> None:
+        self.store = store
+        self.interval = interval
+        self.clock = clock
+        self.tick = tick
+        self.max_pending = max_pending
+        self._pending: dict[str, tuple[str, int]] = {}
+        self._events: deque[str] = deque(maxlen=max_events)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._run_lock = threading.Lock()
+        self.writes = 0
+        self.published = 0
+        self.dropped_events = 0
+        self.failures = 0
+
+    # -- called from requests (never blocks, never raises) -----------------
+
+    def mark_active(self, user_id: str, sid: str, last_active_at: int) -> None:
+        """Queue an activity write unless the stored one is younger than the interval."""
+        now = int(self.clock())
+        if now - last_active_at < self.interval or now <= last_active_at:
+            return
+        if sid in self._pending or len(self._pending) < self.max_pending:
+            self._pending[sid] = (user_id, now)
+
+    def publish(self, message: str) -> None:
+        """Queue an event; when the queue is full the oldest event is dropped."""
+        if len(self._events) == self._events.maxlen:
+            self.dropped_events += 1
+            log.warning("event queue full; dropping the oldest event")
+        self._events.append(message)
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending) + len(self._events)
+
+    # -- the work -------------------------------------------------------------
+
+    def run_once(self) -> None:
+        """Write pending activity and publish queued events; raise RedisError on failure.
+
+        Whatever could not be written stays queued for the next attempt.
+        """
+        with self._run_lock:
+            self._wake.clear()
+            self._flush_activity()
+            self._flush_events()
+
+    def _flush_activity(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        try:
+            self.writes += self.store.touch_many(
+                ((user_id, sid, at) for sid, (user_id, at) in batch.items()), self.interval
+            )
+        except RedisError:
+            for sid, mark in batch.items():
+                self._pending.setdefault(sid, mark)
+            raise
+
+    def _flush_events(self) -> None:
+        if not self._events:
+            return
+        batch = list(self._events)
+        self._events.clear()
+        try:
+            self.store.publish_many(batch)
+        except RedisError:
+            room = (self._events.maxlen or len(batch)) - len(self._events)
+            self._events.extendleft(reversed(batch[-room:] if room > 0 else []))
+            raise
+        self.published += len(batch)
+
+    def flush(self) -> bool:
+        """One final attempt, logging instead of raising; True when nothing is left."""
+        try:
+            self.run_once()
+        except RedisError as exc:
+            self.failures += 1
+            log.error("background flush failed, %d items left: %s", self.pending, type(exc).__name__)
+            return False
+        return True
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name="sso-background", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the loop and flush what is pending (gunicorn's worker_exit)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        return self.flush()
+
+    def _loop(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            if failures:
+                self._stopping.wait(min(30.0, 0.5 * 2**failures))  # capped backoff
+            else:
+                self._wake.wait(self.tick)
+            if self._stopping.is_set():
+                break
+            try:
+                self.run_once()
+                failures = 0
+            except RedisError as exc:
+                failures += 1
+                self.failures += 1
+                log.warning("background write failed (attempt %d): %s", failures, type(exc).__name__)
+            except Exception:  # the loop must outlive any bug in one round
+                failures += 1
+                self.failures += 1
+                log.exception("background loop error")

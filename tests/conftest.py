@@ -1,0 +1,179 @@
+"""Shared fixtures: a private Redis, settings, the app, its client, a clock.
+
+The suite starts its own redis-server on a free port; only where no binary
+exists does it use TEST_REDIS_URL. Every test gets a unique key prefix and
+deletes only the keys under it, so it never touches data it did not create.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from config.keygen import generate_key_pair
+from config.settings import Settings
+from tests.redis_server import RedisServer, has_redis_server
+
+SERVICE_SECRET = "test-service-secret-0123456789"
+OTHER_SECRET = "rotated-service-secret-abcdef"
+
+
+class Clock:
+    """A settable clock: expiry tests advance it instead of sleeping."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = float(int(start if start is not None else time.time()))
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    if has_redis_server():
+        server = RedisServer()
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.cleanup()
+    elif os.environ.get("TEST_REDIS_URL"):
+        yield os.environ["TEST_REDIS_URL"]
+    else:
+        pytest.exit("no redis-server binary and no TEST_REDIS_URL: the suite needs a real Redis", 2)
+
+
+@pytest.fixture(scope="session")
+def key_pair() -> tuple[str, str]:
+    return generate_key_pair()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def redis(redis_url: str, prefix: str) -> Iterator[redis_lib.Redis]:
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def make_settings(redis_url: str, prefix: str, key_pair: tuple[str, str], **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "jwt_private_key": key_pair[0],
+        "jwt_public_key": key_pair[1],
+        "service_secrets": (SERVICE_SECRET, OTHER_SECRET),
+        "redis_url": redis_url,
+        "redis_prefix": prefix,
+        "issuer": "http://sso.test",
+        "app_origins": ("http://app.test", "http://admin.test"),
+        "allowed_redirect_uris": ("http://app.test/oauth/callback", "http://admin.test/oauth/callback"),
+        "clients": ("fluxer", "fluxer-admin"),
+        "login_url": "http://app.test/login",
+        "activity_update_interval": 300,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module (or with indirect parametrisation) to change settings."""
+    return {}
+
+
+@pytest.fixture
+def settings(redis_url: str, prefix: str, key_pair: tuple[str, str], settings_overrides: dict[str, Any]) -> Settings:
+    return make_settings(redis_url, prefix, key_pair, **settings_overrides)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def app(settings: Settings, clock: Clock, redis: redis_lib.Redis) -> Iterator[Flask]:
+    application = create_app(settings, clock=clock)
+    application.config["TESTING"] = True
+    yield application
+    application.extensions["sso"].redis.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def services(app: Flask) -> Any:
+    return app.extensions["sso"]
+
+
+@pytest.fixture
+def service_headers() -> dict[str, str]:
+    return {"Authorization": f"Service {SERVICE_SECRET}"}
+
+
+class Api:
+    """Small helper over the session API for tests."""
+
+    def __init__(self, client: FlaskClient, headers: dict[str, str]) -> None:
+        self.client = client
+        self.headers = headers
+
+    def create(self, user_id: str = "1234567890", **extra: Any) -> dict[str, Any]:
+        response = self.client.post("/session/create", json={"user_id": user_id, **extra}, headers=self.headers)
+        assert response.status_code == 201, response.get_json()
+        return dict(response.get_json())
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.client.post(path, json=body, headers=self.headers)
+
+
+@pytest.fixture
+def api(client: FlaskClient, service_headers: dict[str, str]) -> Api:
+    return Api(client, service_headers)
+
+
+class EventListener:
+    """A real subscription to the events channel."""
+
+    def __init__(self, client: redis_lib.Redis, channel: str) -> None:
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(channel)
+        self.pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+
+    def drain(self, timeout: float = 0.5) -> list[dict[str, Any]]:
+        received = []
+        while True:
+            message = self.pubsub.get_message(timeout=timeout)
+            if message is None:
+                return received
+            received.append(json.loads(message["data"]))
+            timeout = 0.05
+
+
+@pytest.fixture
+def events(redis: redis_lib.Redis, prefix: str) -> Iterator[EventListener]:
+    listener = EventListener(redis, f"{prefix}events")
+    yield listener
+    listener.pubsub.close()

@@ -1,0 +1,140 @@
+"""The browser-facing endpoints: /session/set-cookie and POST /logout."""
+
+from __future__ import annotations
+
+import pytest
+
+from sso.cookies import COOKIE_NAME
+
+APP = "http://app.test"
+
+
+def cookie_header(response) -> str:
+    (header,) = [v for k, v in response.headers.items() if k == "Set-Cookie"]
+    return header
+
+
+def test_set_cookie_sets_the_sso_cookie(api, client, services):
+    """A valid token gets 204 and an HttpOnly, Lax, Secure cookie for its remaining life."""
+    body = api.create("42")
+    response = client.post("/session/set-cookie", json={"token": body["token"]}, headers={"Origin": APP})
+    assert response.status_code == 204
+    header = cookie_header(response)
+    assert header.startswith(f"{COOKIE_NAME}={body['token']};")
+    assert "HttpOnly" in header and "SameSite=Lax" in header and "Path=/" in header and "Secure" in header
+    assert f"Max-Age={services.settings.session_ttl}" in header
+    assert "Domain" not in header
+    assert response.headers["Access-Control-Allow-Origin"] == APP
+    assert response.headers["Access-Control-Allow-Credentials"] == "true"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"cookie_domain": "fluxer.test", "cookie_secure": False}])
+def test_set_cookie_honours_domain_and_secure_settings(api, client):
+    """SSO_COOKIE_DOMAIN and SSO_COOKIE_SECURE shape the cookie."""
+    body = api.create("42")
+    header = cookie_header(client.post("/session/set-cookie", json={"token": body["token"]}))
+    assert "Domain=fluxer.test" in header and "Secure" not in header
+
+
+def test_set_cookie_max_age_is_remaining_life(api, client, clock):
+    body = api.create("42")
+    clock.advance(1000)
+    header = cookie_header(client.post("/session/set-cookie", json={"token": body["token"]}))
+    assert "Max-Age=2591000" in header
+
+
+@pytest.mark.parametrize("token", ["not-a-session", "x" * 100])
+def test_set_cookie_rejects_unknown_token(client, token):
+    """An invalid token gets 401 JSON and no cookie."""
+    response = client.post("/session/set-cookie", json={"token": token}, headers={"Origin": APP})
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "unauthorized"
+    assert "Set-Cookie" not in response.headers
+
+
+def test_set_cookie_preflight_allows_only_app_origins(client):
+    """The CORS preflight names app origins, with credentials, and nobody else."""
+    ok = client.options(
+        "/session/set-cookie",
+        headers={
+            "Origin": APP,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert ok.status_code == 200
+    assert ok.headers["Access-Control-Allow-Origin"] == APP
+    assert ok.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "POST" in ok.headers["Access-Control-Allow-Methods"]
+    evil = client.options(
+        "/session/set-cookie", headers={"Origin": "http://evil.test", "Access-Control-Request-Method": "POST"}
+    )
+    assert "Access-Control-Allow-Origin" not in evil.headers
+
+
+def test_logout_clears_cookie_and_keeps_session_by_default(api, client):
+    """POST /logout from an app origin clears the cookie only."""
+    body = api.create("42")
+    client.set_cookie(COOKIE_NAME, body["token"], domain="localhost")
+    response = client.post("/logout", headers={"Origin": APP})
+    assert response.status_code == 204
+    header = cookie_header(response)
+    assert header.startswith(f"{COOKIE_NAME}=;") and "Max-Age=0" in header
+    assert api.post("/session/validate", {"token_hash": body["session_id_hash"]}).get_json()["valid"] is True
+
+
+def test_logout_invalidate_session_ends_it_and_publishes(api, client, services, events):
+    body = api.create("42")
+    other = api.create("42")
+    services.worker.run_once()
+    events.drain()
+    client.set_cookie(COOKIE_NAME, body["token"], domain="localhost")
+    response = client.post("/logout", data={"invalidate": "session"}, headers={"Origin": APP})
+    assert response.status_code == 204
+    assert api.post("/session/validate", {"token_hash": body["session_id_hash"]}).get_json() == {"valid": False}
+    assert api.post("/session/validate", {"token_hash": other["session_id_hash"]}).get_json()["valid"] is True
+    services.worker.run_once()
+    (event,) = events.drain()
+    assert event == {**event, "type": "session-invalidated", "session_id_hashes": [body["session_id_hash"]]}
+
+
+def test_logout_invalidate_all_ends_every_session(api, client, services, events):
+    body = api.create("42")
+    other = api.create("42")
+    survivor = api.create("43")
+    services.worker.run_once()
+    events.drain()
+    client.set_cookie(COOKIE_NAME, body["token"], domain="localhost")
+    response = client.post("/logout?invalidate=all", headers={"Origin": APP})
+    assert response.status_code == 204
+    for s in (body, other):
+        assert api.post("/session/validate", {"token_hash": s["session_id_hash"]}).get_json() == {"valid": False}
+    assert api.post("/session/validate", {"token_hash": survivor["session_id_hash"]}).get_json()["valid"] is True
+    services.worker.run_once()
+    (event,) = events.drain()
+    assert event["type"] == "global-logout" and event["user_id"] == "42"
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Origin": "http://evil.test"}, {}, {"Origin": "null"}, {"Referer": "http://evil.test/page"}]
+)
+def test_logout_refuses_foreign_origins(api, client, headers):
+    """A cross-site or origin-less POST cannot log a user out (logout CSRF)."""
+    body = api.create("42")
+    client.set_cookie(COOKIE_NAME, body["token"], domain="localhost")
+    response = client.post("/logout", data={"invalidate": "all"}, headers=headers)
+    assert response.status_code == 403
+    assert response.get_json()["error"] == "access_denied"
+    assert "Set-Cookie" not in response.headers
+    assert api.post("/session/validate", {"token_hash": body["session_id_hash"]}).get_json()["valid"] is True
+
+
+def test_logout_accepts_same_origin_and_referer(client):
+    """The issuer's own origin (or a Referer from an app) is accepted."""
+    assert client.post("/logout", headers={"Origin": "http://sso.test"}).status_code == 204
+    assert client.post("/logout", headers={"Referer": "http://admin.test/settings"}).status_code == 204
+
+
+def test_logout_rejects_unknown_invalidate_value(client):
+    response = client.post("/logout", data={"invalidate": "everyone"}, headers={"Origin": APP})
+    assert response.status_code == 400 and response.get_json()["error_description"].startswith("invalidate")

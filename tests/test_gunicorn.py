@@ -1,0 +1,120 @@
+"""The service under a real gunicorn with gevent workers, as deployed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import SERVICE_SECRET
+from tests.server import ROOT, GunicornServer, server_env
+
+HEADERS = {"Authorization": f"Service {SERVICE_SECRET}"}
+
+
+@pytest.fixture
+def server(settings, redis):
+    srv = GunicornServer(server_env(settings, SSO_ACTIVITY_UPDATE_INTERVAL="60"), workers=2)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def create(server: GunicornServer, user_id: str = "42") -> dict:
+    response = requests.post(f"{server.url}/session/create", json={"user_id": user_id}, headers=HEADERS, timeout=5)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_activity_is_written_at_most_once_per_interval_across_workers(server, redis, prefix):
+    """Hundreds of validations through two gevent workers write last_active_at exactly once."""
+    body = create(server)
+    key = f"{prefix}{{42}}:session:{body['session_id_hash']}"
+    redis.hset(key, "last_active_at", int(redis.hget(key, "created_at")) - 3600)  # activity is due
+    writes: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with redis.monitor() as monitor:
+            for command in monitor.listen():
+                if "HSET" in command["command"] and key in command["command"]:
+                    writes.append(command["command"])
+                if stop.is_set():
+                    return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    time.sleep(0.2)  # let MONITOR attach before the burst
+
+    def validate(_: int) -> int:
+        r = requests.post(
+            f"{server.url}/session/validate", json={"token_hash": body["session_id_hash"]}, headers=HEADERS, timeout=5
+        )
+        return r.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(validate, range(200))) == {200}
+        time.sleep(1.5)  # one background tick: the write lands
+        assert set(pool.map(validate, range(100))) == {200}
+    assert server.stop() == 0  # graceful: flushes anything still pending
+    stop.set()
+    redis.ping()  # wakes the monitor loop
+    watcher.join(5)
+    assert int(redis.hget(key, "last_active_at")) > int(redis.hget(key, "created_at")) - 3600
+    assert len(writes) == 1, writes
+
+
+def test_sigterm_flushes_pending_activity(settings, redis, prefix):
+    """A pending activity write survives a graceful stop: worker_exit flushes it."""
+    # A long tick keeps the loop from writing on its own, so only the exit flush can.
+    srv = GunicornServer(server_env(settings, SSO_ACTIVITY_UPDATE_INTERVAL="1"), workers=1)
+    srv.start()
+    try:
+        body = create(srv)
+        key = f"{prefix}{{42}}:session:{body['session_id_hash']}"
+        redis.hset(key, "last_active_at", 1)
+        r = requests.post(
+            f"{srv.url}/session/validate", json={"token_hash": body["session_id_hash"]}, headers=HEADERS, timeout=5
+        )
+        assert r.json()["valid"] is True
+    finally:
+        assert srv.stop() == 0
+    assert int(redis.hget(key, "last_active_at")) > 1
+
+
+def test_events_are_published_by_the_worker_greenlet(server, redis, prefix):
+    """Under gunicorn the background greenlet publishes without any test help."""
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(f"{prefix}events")
+    pubsub.get_message(timeout=1)
+    body = create(server)
+    message = pubsub.get_message(timeout=5)
+    pubsub.close()
+    assert message is not None
+    assert body["session_id_hash"] in message["data"] and "session-created" in message["data"]
+
+
+def test_invalid_configuration_stops_with_one_line(settings):
+    """A bad variable stops gunicorn at start with one line naming it and no secret."""
+    env = server_env(settings, SSO_ACCESS_TOKEN_TTL="ten")
+    srv = GunicornServer(env)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT,
+        env=srv.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "invalid configuration" in line]
+    assert lines == [
+        "fluxer-sso: invalid configuration: SSO_ACCESS_TOKEN_TTL: must be a non-negative integer, got 'ten'"
+    ]
+    assert SERVICE_SECRET not in proc.stdout + proc.stderr

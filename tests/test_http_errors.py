@@ -1,0 +1,93 @@
+"""Every error is JSON: framework errors, bad bodies, Redis down."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import create_app
+from tests.redis_server import RedisServer, has_redis_server
+
+
+def assert_json_error(response, status: int, code: str) -> None:
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["error"] == code and body["error_description"]
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_unknown_path_is_json_404(client):
+    assert_json_error(client.get("/nope"), 404, "not_found")
+
+
+def test_wrong_method_is_json_405_with_allow(client, service_headers):
+    response = client.get("/session/create", headers=service_headers)
+    assert_json_error(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_oversized_body_is_json_413(client, service_headers):
+    response = client.post(
+        "/session/create",
+        data=b"{" + b" " * 70_000 + b"}",
+        headers={**service_headers, "Content-Type": "application/json"},
+    )
+    assert_json_error(response, 413, "invalid_request")
+
+
+def test_wrong_content_type_is_json_415(client, service_headers):
+    response = client.post(
+        "/session/create",
+        data="user_id=1",
+        headers={**service_headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert_json_error(response, 415, "invalid_request")
+
+
+@pytest.mark.parametrize("payload", [b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe", b"null"])
+def test_malformed_json_is_invalid_request(client, service_headers, payload):
+    response = client.post(
+        "/session/create", data=payload, headers={**service_headers, "Content-Type": "application/json"}
+    )
+    assert_json_error(response, 400, "invalid_request")
+
+
+def test_health_ok(client):
+    response = client.get("/_health")
+    assert response.status_code == 200 and response.get_json() == {"status": "ok"}
+
+
+@pytest.mark.skipif(not has_redis_server(), reason="needs the redis-server binary to stop and restart Redis")
+def test_redis_down_answers_503_fast_and_recovers(settings, clock, service_headers):
+    """With Redis stopped: 503 JSON within ~2 s; restarted: the same app works again."""
+    import dataclasses
+    import time
+
+    server = RedisServer()
+    server.start()
+    try:
+        app = create_app(dataclasses.replace(settings, redis_url=server.url), clock=clock)
+        client = app.test_client()
+        assert client.post("/session/create", json={"user_id": "1"}, headers=service_headers).status_code == 201
+        server.stop()
+        started = time.monotonic()
+        response = client.post("/session/create", json={"user_id": "1"}, headers=service_headers)
+        assert time.monotonic() - started < 2.5
+        assert_json_error(response, 503, "temporarily_unavailable")
+        validate = client.post("/session/validate", json={"token_hash": "a" * 43}, headers=service_headers)
+        assert_json_error(validate, 503, "temporarily_unavailable")
+        health = client.get("/_health")
+        assert health.status_code == 503 and health.get_json()["status"] == "unavailable"
+        server.start()
+        assert client.get("/_health").status_code == 200
+        created = client.post("/session/create", json={"user_id": "1"}, headers=service_headers)
+        assert created.status_code == 201
+        token_hash = created.get_json()["session_id_hash"]
+        assert (
+            client.post("/session/validate", json={"token_hash": token_hash}, headers=service_headers).get_json()[
+                "valid"
+            ]
+            is True
+        )
+    finally:
+        server.cleanup()

@@ -1,0 +1,125 @@
+"""Configuration loading: defaults, derivations, and one clear error per bad variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from config.keygen import ensure_env_file, env_lines, generate_key_pair
+from config.settings import ConfigError, load_settings
+
+
+@pytest.fixture(scope="module")
+def env(key_pair):
+    return {
+        "SSO_JWT_PRIVATE_KEY": key_pair[0],
+        "SSO_JWT_PUBLIC_KEY": key_pair[1],
+        "SSO_SERVICE_SECRET": "s" * 32,
+    }
+
+
+def test_defaults_match_the_spec(env):
+    """Only the three required variables set: every SPEC.md default applies."""
+    s = load_settings(env)
+    assert (s.port, s.redis_url, s.issuer) == (8090, "redis://127.0.0.1:6379/0", "http://localhost:8090")
+    assert (s.access_token_ttl, s.refresh_token_ttl, s.session_ttl) == (900, 2592000, 2592000)
+    assert s.activity_update_interval == 300 and s.refresh_reuse_grace == 0
+    assert s.app_origins == ("http://localhost:3000",)
+    assert s.allowed_redirect_uris == ("http://localhost:3000/oauth/callback",)
+    assert s.clients == ("fluxer",) and s.login_url == "http://localhost:3000/login"
+    assert s.cookie_domain == "" and s.cookie_secure is True
+    assert s.redis_prefix == "sso:" and s.access_token_audience == "fluxer-api"
+
+
+def test_lists_and_derivations(env):
+    s = load_settings(
+        {
+            **env,
+            "SSO_SERVICE_SECRET": "old-secret-old-secret, new-secret-new-secret",
+            "SSO_APP_ORIGINS": "https://app.fluxer.test, https://admin.fluxer.test/",
+            "SSO_CLIENTS": "fluxer,fluxer-admin",
+            "SSO_COOKIE_SECURE": "false",
+            "SSO_ISSUER": "https://sso.fluxer.test/",
+        }
+    )
+    assert s.service_secrets == ("old-secret-old-secret", "new-secret-new-secret")
+    assert s.app_origins == ("https://app.fluxer.test", "https://admin.fluxer.test")
+    assert s.allowed_redirect_uris == (
+        "https://app.fluxer.test/oauth/callback",
+        "https://admin.fluxer.test/oauth/callback",
+    )
+    assert s.login_url == "https://app.fluxer.test/login"
+    assert s.clients == ("fluxer", "fluxer-admin") and s.cookie_secure is False
+    assert s.issuer == "https://sso.fluxer.test"
+
+
+def test_escaped_newlines_in_pems_are_accepted(env):
+    """PEMs on one line with literal \\n (as `make keys` writes them) load."""
+    s = load_settings({**env, "SSO_JWT_PRIVATE_KEY": env["SSO_JWT_PRIVATE_KEY"].strip().replace("\n", "\\n")})
+    assert s.jwt_private_key.startswith("-----BEGIN PRIVATE KEY-----\n")
+
+
+@pytest.mark.parametrize(
+    "change, variable",
+    [
+        ({"SSO_JWT_PRIVATE_KEY": ""}, "SSO_JWT_PRIVATE_KEY"),
+        (
+            {"SSO_JWT_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----"},
+            "SSO_JWT_PRIVATE_KEY",
+        ),
+        ({"SSO_JWT_PUBLIC_KEY": "not a pem"}, "SSO_JWT_PUBLIC_KEY"),
+        ({"SSO_SERVICE_SECRET": ""}, "SSO_SERVICE_SECRET"),
+        ({"SSO_SERVICE_SECRET": "short"}, "SSO_SERVICE_SECRET"),
+        ({"SSO_ACCESS_TOKEN_TTL": "ten"}, "SSO_ACCESS_TOKEN_TTL"),
+        ({"SSO_SESSION_TTL": "-5"}, "SSO_SESSION_TTL"),
+        ({"SSO_REFRESH_TOKEN_TTL": "0"}, "SSO_REFRESH_TOKEN_TTL"),
+        ({"SSO_ACTIVITY_UPDATE_INTERVAL": "1.5"}, "SSO_ACTIVITY_UPDATE_INTERVAL"),
+        ({"SSO_REFRESH_REUSE_GRACE": "x"}, "SSO_REFRESH_REUSE_GRACE"),
+        ({"SSO_PORT": "70000"}, "SSO_PORT"),
+        ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
+        ({"SSO_ISSUER": "not a url"}, "SSO_ISSUER"),
+        ({"SSO_ISSUER": "https://sso.test/?a=b"}, "SSO_ISSUER"),
+        ({"SSO_APP_ORIGINS": "https://app.test/path"}, "SSO_APP_ORIGINS"),
+        ({"SSO_ALLOWED_REDIRECT_URIS": "javascript:alert(1)"}, "SSO_ALLOWED_REDIRECT_URIS"),
+        ({"SSO_ALLOWED_REDIRECT_URIS": "https://a@evil.test/cb"}, "SSO_ALLOWED_REDIRECT_URIS"),
+        ({"SSO_CLIENTS": "bad client"}, "SSO_CLIENTS"),
+        ({"SSO_COOKIE_SECURE": "maybe"}, "SSO_COOKIE_SECURE"),
+        ({"SSO_COOKIE_DOMAIN": "bad domain;"}, "SSO_COOKIE_DOMAIN"),
+        ({"SSO_REDIS_PREFIX": "sso {x}"}, "SSO_REDIS_PREFIX"),
+        ({"SSO_LOGIN_URL": "ftp://x"}, "SSO_LOGIN_URL"),
+    ],
+)
+def test_bad_variables_name_themselves(env, change, variable):
+    """Each invalid variable raises ConfigError naming it and no secret value."""
+    with pytest.raises(ConfigError) as info:
+        load_settings({**env, **change})
+    assert info.value.variable == variable
+    assert str(info.value).startswith(f"{variable}: ")
+    assert env["SSO_SERVICE_SECRET"] not in str(info.value) and "PRIVATE KEY" not in str(info.value)
+
+
+def test_mismatched_keys_are_refused(env):
+    """A public key that is not the private key's is named as the culprit."""
+    _, other_public = generate_key_pair()
+    with pytest.raises(ConfigError) as info:
+        load_settings({**env, "SSO_JWT_PUBLIC_KEY": other_public})
+    assert info.value.variable == "SSO_JWT_PUBLIC_KEY" and "does not match" in info.value.problem
+
+
+def test_keygen_lines_load_as_settings(tmp_path):
+    """`make keys` output, read back through python-dotenv, is a valid configuration."""
+    from dotenv import dotenv_values
+
+    path = tmp_path / "keys.env"
+    path.write_text(env_lines())
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    s = load_settings(values)
+    assert len(s.service_secrets[0]) >= 40
+
+
+def test_ensure_env_file_never_overwrites(tmp_path):
+    path = tmp_path / ".env"
+    assert ensure_env_file(path) is True
+    first = path.read_text()
+    assert "SSO_JWT_PRIVATE_KEY" in first and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert ensure_env_file(path) is False
+    assert path.read_text() == first

@@ -1,0 +1,28 @@
+"""gunicorn's entry point: ``gunicorn -c deploy/gunicorn.conf.py wsgi:app``.
+
+gevent patches the standard library before anything else imports sockets
+(gunicorn's gevent worker patches too; patching twice is harmless). The
+background worker is started by gunicorn's ``post_worker_init`` hook in each
+worker, never here.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from dotenv import load_dotenv  # noqa: E402
+
+from app import create_app  # noqa: E402
+from config.settings import ConfigError, load_settings  # noqa: E402
+
+load_dotenv(os.environ.get("SSO_ENV_FILE", ".env"))
+try:
+    settings = load_settings(os.environ)
+except ConfigError as exc:
+    print(f"fluxer-sso: invalid configuration: {exc}", file=sys.stderr)
+    raise SystemExit(1) from None
+
+app = create_app(settings)
