@@ -29,6 +29,7 @@ forwarded_allow_ips = os.environ.get("SSO_FORWARDED_ALLOW_IPS") or "127.0.0.1,::
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
+control_socket_disable = True  # no gunicornc control socket: one fixed path would clash between instances
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("SSO_LOG_LEVEL", "info")
