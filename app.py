@@ -14,11 +14,17 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from config.settings import Settings, load_settings
+from sso.authorization import AuthorizationService
+from sso.clients import ClientRegistry
+from sso.discovery import discovery_json
+from sso.grants import GrantService
 from sso.http import register_error_handlers
 from sso.keys import KeySet
+from sso.logout import EndSessionService
 from sso.sessions import SessionService
 from sso.store import RedisStore
-from sso.views import browser, meta, session
+from sso.tokens import TokenService
+from sso.views import browser, meta, oauth, session
 from sso.worker import BackgroundWorker
 
 MAX_BODY_BYTES = 64 * 1024
@@ -35,6 +41,12 @@ class Services:
     keys: KeySet
     worker: BackgroundWorker
     sessions: SessionService
+    clients: ClientRegistry
+    tokens: TokenService
+    grants: GrantService
+    authorization: AuthorizationService
+    end_session: EndSessionService
+    discovery_json: bytes
     clock: Callable[[], float]
 
 
@@ -63,19 +75,30 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     client = redis_connection or redis_client(settings.redis_url)
-    store = RedisStore(client, settings.redis_prefix)
+    store = RedisStore(client, settings.redis_prefix, access_token_ttl=settings.access_token_ttl)
     worker = BackgroundWorker(store, interval=settings.activity_update_interval, clock=clock)
+    keys = KeySet(settings.jwt_private_key, [settings.jwt_public_key])
+    sessions = SessionService(store, worker, ttl=settings.session_ttl, clock=clock)
+    clients = ClientRegistry(settings.clients, settings.allowed_redirect_uris)
+    tokens = TokenService(keys, store, settings, clock)
+    common = {"store": store, "clients": clients, "worker": worker, "settings": settings, "clock": clock}
     app.extensions["sso"] = Services(
         settings=settings,
         redis=client,
         store=store,
-        keys=KeySet(settings.jwt_private_key, [settings.jwt_public_key]),
+        keys=keys,
         worker=worker,
-        sessions=SessionService(store, worker, ttl=settings.session_ttl, clock=clock),
+        sessions=sessions,
+        clients=clients,
+        tokens=tokens,
+        grants=GrantService(tokens=tokens, **common),  # type: ignore[arg-type]
+        authorization=AuthorizationService(sessions=sessions, **common),  # type: ignore[arg-type]
+        end_session=EndSessionService(tokens=tokens, sessions=sessions, clients=clients, settings=settings),
+        discovery_json=discovery_json(settings),
         clock=clock,
     )
 
-    for blueprint in (meta.bp, session.bp, browser.bp):
+    for blueprint in (meta.bp, session.bp, browser.bp, oauth.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     logging.getLogger("sso").setLevel(logging.INFO)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Request, Response
+from flask import Request
+from werkzeug.wrappers import Response as BaseResponse
 
 from config.settings import Settings
 
 COOKIE_NAME = "__flx_sso_session"
 
 
-def set_sso_cookie(response: Response, settings: Settings, token: str, max_age: int) -> None:
+def set_sso_cookie(response: BaseResponse, settings: Settings, token: str, max_age: int) -> None:
     response.set_cookie(
         COOKIE_NAME,
         token,
@@ -22,7 +23,7 @@ def set_sso_cookie(response: Response, settings: Settings, token: str, max_age: 
     )
 
 
-def clear_sso_cookie(response: Response, settings: Settings) -> None:
+def clear_sso_cookie(response: BaseResponse, settings: Settings) -> None:
     response.delete_cookie(
         COOKIE_NAME,
         path="/",

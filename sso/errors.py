@@ -117,3 +117,28 @@ class UnsupportedMediaType(SSOError):
 
 class TemporarilyUnavailable(SSOError):
     error, status, description = "temporarily_unavailable", 503, "The service is temporarily unavailable."
+
+
+class UnknownClient(SSOError):
+    """At /authorize: shown to the user, never redirected (RFC 6749 §4.1.2.1)."""
+
+    error, status, description = "invalid_client", 400, "The client_id is missing or unknown."
+
+
+class RequestNotSupported(SSOError):
+    error, status, redirectable = "request_not_supported", 400, True
+    description = "Request objects are not supported."
+
+
+class RequestUriNotSupported(SSOError):
+    error, status, redirectable = "request_uri_not_supported", 400, True
+    description = "request_uri is not supported."
+
+
+class InsufficientScope(SSOError):
+    """RFC 6750 §3.1."""
+
+    error, status, description = "insufficient_scope", 403, "The access token lacks the openid scope."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="openid"'}

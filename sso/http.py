@@ -17,13 +17,16 @@ from flask import Flask, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
 
 from sso import errors
 from sso.digests import equals
+from sso.schemas import first_error
 
 log = logging.getLogger("sso.http")
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R", bound=BaseResponse)
 
 _HTTP_ERRORS: dict[int, type[errors.SSOError]] = {
     400: errors.InvalidRequest,
@@ -37,17 +40,6 @@ _HTTP_ERRORS: dict[int, type[errors.SSOError]] = {
 def services() -> Any:
     """The per-app service container (app.Services) built by create_app."""
     return current_app.extensions["sso"]
-
-
-def _first_error(messages: Any, path: str = "") -> str:
-    """'field: message' for the first problem marshmallow reported."""
-    if isinstance(messages, dict):
-        key, value = next(iter(messages.items()))
-        name = "body" if key == "_schema" else str(key)
-        return _first_error(value, f"{path}.{name}" if path else name)
-    if isinstance(messages, list) and messages:
-        return _first_error(messages[0], path)
-    return f"{path}: {messages}" if path else str(messages)
 
 
 def _single_values(multi: Any) -> dict[str, str]:
@@ -87,7 +79,7 @@ def load_input(schema: Schema, location: str) -> dict[str, Any]:
     try:
         return cast(dict[str, Any], schema.load(payload))
     except ValidationError as exc:
-        raise errors.InvalidRequest(_first_error(exc.messages)) from None
+        raise errors.InvalidRequest(first_error(exc.messages)) from None
 
 
 def use_schema(schema_cls: type[Schema], location: str = "json") -> Callable[[F], F]:
@@ -149,7 +141,7 @@ def apply_cors(response: Response, origins: Iterable[str], *, credentials: bool)
     return response
 
 
-def no_store(response: Response) -> Response:
+def no_store(response: R) -> R:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
     return response

@@ -19,6 +19,17 @@ MAX_CLAIMS_BYTES = 4096
 MAX_HASHES = 1000
 
 
+def first_error(messages: Any, path: str = "") -> str:
+    """'field: message' for the first problem marshmallow reported."""
+    if isinstance(messages, dict):
+        key, value = next(iter(messages.items()))
+        name = "body" if key == "_schema" else str(key)
+        return first_error(value, f"{path}.{name}" if path else name)
+    if isinstance(messages, list) and messages:
+        return first_error(messages[0], path)
+    return f"{path}: {messages}" if path else str(messages)
+
+
 class ServiceSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -81,3 +92,62 @@ class LogoutSchema(Schema):
 
 class UserIdSchema(Schema):
     user_id = fields.String(required=True, validate=USER_ID)
+
+
+class OAuthSchema(Schema):
+    """RFC 6749 §3.1: unrecognised parameters are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+def _text(limit: int = 2048) -> fields.String:
+    return fields.String(load_default=None, validate=validate.Length(max=limit))
+
+
+class AuthorizeSchema(OAuthSchema):
+    response_type = _text(64)
+    client_id = _text(64)
+    redirect_uri = _text()
+    state = _text(1024)
+    code_challenge = _text(128)
+    code_challenge_method = _text(16)
+    scope = _text(512)
+    nonce = _text(512)
+    prompt = _text(64)
+    max_age = fields.Integer(load_default=None, strict=False, validate=validate.Range(min=0))
+    response_mode = _text(32)
+    request = fields.String(load_default=None)
+    request_uri = fields.String(load_default=None)
+    id_token_hint = _text(8192)
+    login_hint = _text(256)
+    ui_locales = _text(256)
+
+
+class TokenSchema(OAuthSchema):
+    grant_type = _text(64)
+    client_id = _text(64)
+    code = _text(512)
+    redirect_uri = _text()
+    code_verifier = _text(256)
+    refresh_token = _text(512)
+    scope = _text(512)
+
+
+class TokenInputSchema(OAuthSchema):
+    """/introspect and /revoke (RFC 7662 §2.1, RFC 7009 §2.1)."""
+
+    token = fields.String(required=True, validate=validate.Length(min=1, max=8192))
+    token_type_hint = _text(64)
+    client_id = _text(64)
+
+
+class EndSessionSchema(OAuthSchema):
+    """OpenID Connect RP-Initiated Logout 1.0 §2."""
+
+    id_token_hint = _text(8192)
+    post_logout_redirect_uri = _text()
+    state = _text(1024)
+    client_id = _text(64)
+    logout_hint = _text(256)
+    ui_locales = _text(256)

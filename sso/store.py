@@ -6,6 +6,7 @@ Key layout (``P`` is ``SSO_REDIS_PREFIX``)::
     P{<user>}:sessions          zset   sid -> expires_at (listing)   TTL = latest expiry
     P{<user>}:families:<sid>    set    refresh families of a session TTL = session expiry
     P{<user>}:family:<fid>      hash   one refresh rotation family   TTL = family expiry
+    P{<user>}:jtis:<fid>        set    access token ids of a family  TTL = access token TTL
     Psid:<sid>                  string sid -> user id                TTL = session expiry
     Prt:<hash>                  string refresh token hash -> "<user> <fid>"
     Pcode:<hash>                hash   authorization code            TTL = 60 s
@@ -28,12 +29,18 @@ from typing import Any
 
 import redis
 
-# Lua: delete one refresh family and unlink it from its session. KEYS none;
-# called with the family key and the per-user key base.
+# Lua: delete one refresh family, unlink it from its session and deny the
+# access tokens minted from it (RFC 7009 §2.1) until they expire.
 _REVOKE_FAMILY_FN = """
-local function revoke_family(base, fam)
+local function revoke_family(base, fam, jti_prefix, ttl)
+  local fid = string.sub(fam, #base + 8)
   local sid = redis.call('HGET', fam, 'sid')
-  if sid then redis.call('SREM', base .. 'families:' .. sid, string.sub(fam, #base + 8)) end
+  if sid then redis.call('SREM', base .. 'families:' .. sid, fid) end
+  local jtis = base .. 'jtis:' .. fid
+  for _, jti in ipairs(redis.call('SMEMBERS', jtis)) do
+    redis.call('SET', jti_prefix .. jti, '1', 'EX', ttl)
+  end
+  redis.call('DEL', jtis)
   return redis.call('DEL', fam)
 end
 """
@@ -100,7 +107,7 @@ for _, sid in ipairs(targets) do
   if redis.call('GET', pointer) == user then redis.call('DEL', pointer) end
   local families = base .. 'families:' .. sid
   for _, fid in ipairs(redis.call('SMEMBERS', families)) do
-    redis.call('DEL', base .. 'family:' .. fid)
+    redis.call('DEL', base .. 'family:' .. fid, base .. 'jtis:' .. fid)
   end
   redis.call('DEL', families)
   redis.call('ZREM', KEYS[1], sid)
@@ -132,8 +139,8 @@ return {'fresh', data}
 """
 
 _CREATE_FAMILY = """
--- KEYS: session record, family, families set, refresh pointer.
--- ARGV: now, fid, sid, client_id, scope, refresh hash, family max expiry, user
+-- KEYS: session record, family, families set, refresh pointer, family's access token ids.
+-- ARGV: now, fid, sid, client_id, scope, refresh hash, family max expiry, user, jti, access ttl
 local now = tonumber(ARGV[1])
 local rec = redis.call('HMGET', KEYS[1], 'expires_at', 'created_at', 'last_active_at', 'claims')
 if not rec[1] or tonumber(rec[1]) <= now then return false end
@@ -144,6 +151,8 @@ redis.call('EXPIRE', KEYS[2], exp - now)
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('EXPIRE', KEYS[3], tonumber(rec[1]) - now)
 redis.call('SET', KEYS[4], ARGV[8] .. ' ' .. ARGV[2], 'EX', exp - now)
+redis.call('SADD', KEYS[5], ARGV[9])
+redis.call('EXPIRE', KEYS[5], ARGV[10])
 return {rec[1], rec[2], rec[3], rec[4], tostring(exp)}
 """
 
@@ -151,7 +160,8 @@ _ROTATE_REFRESH = (
     _REVOKE_FAMILY_FN
     + """
 -- KEYS: pointer of the presented token.
--- ARGV: prefix, now, presented hash, successor hash, grace, client_id, requested scope ('' = same)
+-- ARGV: prefix, now, presented hash, successor hash, grace, client_id, requested scope ('' = same),
+--       jti of the access token about to be minted, access token ttl
 local pointer = redis.call('GET', KEYS[1])
 if not pointer then return {'invalid'} end
 local sep = string.find(pointer, ' ', 1, true)
@@ -168,23 +178,30 @@ for s in string.gmatch(ARGV[7], '%S+') do
   if not granted[s] then return {'scope'} end
 end
 local sess = redis.call('HMGET', base .. 'session:' .. f[1], 'expires_at', 'created_at', 'last_active_at', 'claims')
+local jti_prefix, access_ttl = ARGV[1] .. 'jti:', ARGV[9]
 if not sess[1] or tonumber(sess[1]) <= now or tonumber(f[7]) <= now then
-  revoke_family(base, fam)
+  revoke_family(base, fam, jti_prefix, access_ttl)
   return {'invalid'}
 end
 local result = {'', user, f[1], f[3], sess[1], sess[2], sess[3], sess[4] or '', f[7]}
+local function remember_jti()
+  redis.call('SADD', base .. 'jtis:' .. fid, ARGV[8])
+  redis.call('EXPIRE', base .. 'jtis:' .. fid, access_ttl)
+end
 if f[4] == ARGV[3] then
   local ttl = tonumber(f[7]) - now
   redis.call('HSET', fam, 'prev', ARGV[3], 'current', ARGV[4], 'rotated_at', now)
   redis.call('SET', ARGV[1] .. 'rt:' .. ARGV[4], pointer, 'EX', ttl)
+  remember_jti()
   result[1] = 'ok'
   return result
 end
 if tonumber(ARGV[5]) > 0 and f[5] == ARGV[3] and f[4] == ARGV[4] and now - tonumber(f[6]) <= tonumber(ARGV[5]) then
+  remember_jti()
   result[1] = 'grace'
   return result
 end
-revoke_family(base, fam)
+revoke_family(base, fam, jti_prefix, access_ttl)
 return {'reuse', user, f[1]}
 """
 )
@@ -192,7 +209,7 @@ return {'reuse', user, f[1]}
 _REVOKE_REFRESH = (
     _REVOKE_FAMILY_FN
     + """
--- KEYS: pointer. ARGV: prefix, client_id ('' = any: service authentication).
+-- KEYS: pointer. ARGV: prefix, client_id ('' = any: service authentication), access token ttl.
 local pointer = redis.call('GET', KEYS[1])
 if not pointer then return 0 end
 local sep = string.find(pointer, ' ', 1, true)
@@ -202,15 +219,15 @@ local fam = base .. 'family:' .. fid
 local owner = redis.call('HGET', fam, 'client_id')
 if not owner then return 0 end
 if ARGV[2] ~= '' and owner ~= ARGV[2] then return -1 end
-return revoke_family(base, fam)
+return revoke_family(base, fam, ARGV[1] .. 'jti:', ARGV[3])
 """
 )
 
 _REVOKE_FAMILY = (
     _REVOKE_FAMILY_FN
     + """
--- KEYS: family. ARGV: base.
-return revoke_family(ARGV[1], KEYS[1])
+-- KEYS: family. ARGV: base, jti key prefix, access token ttl.
+return revoke_family(ARGV[1], KEYS[1], ARGV[2], ARGV[3])
 """
 )
 
@@ -272,9 +289,10 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
 class RedisStore:
     """Session, code and token state in Redis; takes a ready client."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "sso:") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "sso:", *, access_token_ttl: int = 900) -> None:
         self.redis = client
         self.prefix = prefix
+        self.access_token_ttl = access_token_ttl  # how long a denied jti must stay denied
         self._create_session = client.register_script(_CREATE_SESSION)
         self._find_session = client.register_script(_FIND_SESSION)
         self._list_sessions = client.register_script(_LIST_SESSIONS)
@@ -303,6 +321,9 @@ class RedisStore:
 
     def family_key(self, user_id: str, fid: str) -> str:
         return f"{self.user_base(user_id)}family:{fid}"
+
+    def family_jtis_key(self, user_id: str, fid: str) -> str:
+        return f"{self.user_base(user_id)}jtis:{fid}"
 
     def pointer_key(self, sid: str) -> str:
         return f"{self.prefix}sid:{sid}"
@@ -403,6 +424,7 @@ class RedisStore:
         refresh_hash: str,
         now: int,
         expires_at: int,
+        jti: str,
     ) -> FamilyStart | None:
         """Start a rotation family if the session is alive; None when it is not."""
         result = self._create_family(
@@ -411,8 +433,9 @@ class RedisStore:
                 self.family_key(user_id, fid),
                 self.families_key(user_id, sid),
                 self.refresh_key(refresh_hash),
+                self.family_jtis_key(user_id, fid),
             ],
-            args=[now, fid, sid, client_id, scope, refresh_hash, expires_at, user_id],
+            args=[now, fid, sid, client_id, scope, refresh_hash, expires_at, user_id, jti, self.access_token_ttl],
         )
         if not result:
             return None
@@ -433,11 +456,12 @@ class RedisStore:
         grace: int,
         client_id: str,
         scope: str,
+        jti: str,
     ) -> Rotation:
         """One atomic script: rotate, replay within grace, or revoke the family on reuse."""
         r = self._rotate(
             keys=[self.refresh_key(presented)],
-            args=[self.prefix, now, presented, successor, grace, client_id, scope],
+            args=[self.prefix, now, presented, successor, grace, client_id, scope, jti, self.access_token_ttl],
         )
         if r[0] in ("ok", "grace"):
             return Rotation(
@@ -457,10 +481,17 @@ class RedisStore:
 
     def revoke_refresh(self, refresh_hash: str, client_id: str | None) -> int:
         """1 revoked, 0 unknown, -1 owned by another client (left alive)."""
-        return int(self._revoke_refresh(keys=[self.refresh_key(refresh_hash)], args=[self.prefix, client_id or ""]))
+        return int(
+            self._revoke_refresh(
+                keys=[self.refresh_key(refresh_hash)], args=[self.prefix, client_id or "", self.access_token_ttl]
+            )
+        )
 
     def revoke_family(self, user_id: str, fid: str) -> None:
-        self._revoke_family(keys=[self.family_key(user_id, fid)], args=[self.user_base(user_id)])
+        self._revoke_family(
+            keys=[self.family_key(user_id, fid)],
+            args=[self.user_base(user_id), f"{self.prefix}jti:", self.access_token_ttl],
+        )
 
     def inspect_refresh(self, refresh_hash: str, now: int) -> RefreshInfo | None:
         r = self._inspect_refresh(keys=[self.refresh_key(refresh_hash)], args=[self.prefix, refresh_hash, now])

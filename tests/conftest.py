@@ -177,3 +177,77 @@ def events(redis: redis_lib.Redis, prefix: str) -> Iterator[EventListener]:
     listener = EventListener(redis, f"{prefix}events")
     yield listener
     listener.pubsub.close()
+
+
+VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
+CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+REDIRECT_URI = "http://app.test/oauth/callback"
+
+
+class OAuth:
+    """Drives authorize -> token through the test client, as a Fluxer app would."""
+
+    def __init__(self, client: FlaskClient, api: Api) -> None:
+        self.client = client
+        self.api = api
+
+    def login(self, user_id: str = "42", claims: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A new session whose token is the browser's SSO cookie."""
+        from sso.cookies import COOKIE_NAME
+
+        session = self.api.create(user_id, claims=claims or {"name": "Ada", "email": "ada@example.com"})
+        self.client.set_cookie(COOKIE_NAME, session["token"], domain="localhost")
+        return session
+
+    def authorize_params(self, **overrides: Any) -> dict[str, Any]:
+        params = {
+            "response_type": "code",
+            "client_id": "fluxer",
+            "redirect_uri": REDIRECT_URI,
+            "state": "xyz-state",
+            "code_challenge": CHALLENGE,
+            "code_challenge_method": "S256",
+            "scope": "openid profile email",
+            "nonce": "n-0S6_WzA2Mj",
+        }
+        params.update(overrides)
+        return {k: v for k, v in params.items() if v is not None}
+
+    def authorize(self, **overrides: Any) -> Any:
+        return self.client.get("/authorize", query_string=self.authorize_params(**overrides))
+
+    def code(self, **overrides: Any) -> str:
+        from urllib.parse import parse_qs, urlsplit
+
+        response = self.authorize(**overrides)
+        assert response.status_code == 302, response.get_data(as_text=True)
+        query = parse_qs(urlsplit(response.headers["Location"]).query)
+        assert "code" in query, response.headers["Location"]
+        return query["code"][0]
+
+    def exchange(self, code: str, **overrides: Any) -> Any:
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": VERIFIER,
+            "client_id": "fluxer",
+        }
+        form.update(overrides)
+        return self.client.post("/token", data={k: v for k, v in form.items() if v is not None})
+
+    def tokens(self, **authorize_overrides: Any) -> dict[str, Any]:
+        """A full authorize + code exchange; the token response body."""
+        response = self.exchange(self.code(**authorize_overrides))
+        assert response.status_code == 200, response.get_json()
+        return dict(response.get_json())
+
+    def refresh(self, refresh_token: str, **overrides: Any) -> Any:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": "fluxer"}
+        form.update(overrides)
+        return self.client.post("/token", data={k: v for k, v in form.items() if v is not None})
+
+
+@pytest.fixture
+def oauth(client: FlaskClient, api: Api) -> OAuth:
+    return OAuth(client, api)

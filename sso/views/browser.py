@@ -1,4 +1,4 @@
-"""Browser-facing session endpoints: /session/set-cookie and POST /logout.
+"""Browser-facing session endpoints: /session/set-cookie, POST and GET /logout.
 
 Both are called by Fluxer apps from ``SSO_APP_ORIGINS`` with credentials, so
 they answer CORS preflights for exactly those origins. POST /logout refuses
@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, jsonify, redirect, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from sso import errors
 from sso.cookies import clear_sso_cookie, set_sso_cookie, sso_cookie
 from sso.http import apply_cors, no_store, services, use_schema
-from sso.schemas import LogoutSchema, SetCookieSchema
+from sso.schemas import EndSessionSchema, LogoutSchema, SetCookieSchema
 
 bp = Blueprint("browser", __name__)
 
@@ -64,3 +65,15 @@ def logout(data: dict[str, Any]) -> Response:
     response = no_store(Response(status=204))
     clear_sso_cookie(response, svc.settings)
     return response
+
+
+@bp.get("/logout")
+@use_schema(EndSessionSchema, location="query")
+def end_session(data: dict[str, Any]) -> BaseResponse:
+    """OIDC RP-Initiated Logout: ends at most the cookie's own session (sso/logout.py)."""
+    svc = services()
+    outcome = svc.end_session.end_session(data, sso_cookie(request))
+    response = redirect(outcome.redirect_to, 303) if outcome.redirect_to else jsonify(logged_out=outcome.ended)
+    if outcome.ended:
+        clear_sso_cookie(response, svc.settings)
+    return no_store(response)

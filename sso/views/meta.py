@@ -1,4 +1,4 @@
-"""Health (and, with OAuth, discovery and JWKS)."""
+"""Discovery, JWKS and health: public, cheap, precomputed where possible."""
 
 from __future__ import annotations
 
@@ -8,6 +8,25 @@ from redis.exceptions import RedisError
 from sso.http import no_store, services
 
 bp = Blueprint("meta", __name__)
+PUBLIC_CACHE = "public, max-age=3600"
+
+
+def _precomputed(body: bytes) -> Response:
+    """Serve bytes built once at start; readable from any origin (no credentials)."""
+    response = Response(body, mimetype="application/json")
+    response.headers["Cache-Control"] = PUBLIC_CACHE
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@bp.get("/.well-known/openid-configuration")
+def discovery() -> Response:
+    return _precomputed(services().discovery_json)
+
+
+@bp.get("/.well-known/jwks.json")
+def jwks() -> Response:
+    return _precomputed(services().keys.jwks_json)
 
 
 @bp.get("/_health")

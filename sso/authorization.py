@@ -1,0 +1,161 @@
+"""The authorization endpoint (RFC 6749 §4.1.1-4.1.2, RFC 7636 §4.3, OIDC Core §3.1.2, RFC 9207).
+
+Order matters: the client and the redirect URI are checked first, and an
+error in either is shown to the user, never redirected (RFC 6749 §4.1.2.1,
+RFC 9700 §4.1). Every later error goes back to the client's redirect URI with
+``error``, ``state`` and ``iss``, as does success.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+from marshmallow import ValidationError
+
+from config.settings import Settings
+from sso import errors, pkce, scopes
+from sso.clients import ClientRegistry
+from sso.digests import new_token, token_hash
+from sso.schemas import AuthorizeSchema, first_error
+from sso.sessions import Session, SessionService
+from sso.store import RedisStore
+from sso.worker import BackgroundWorker
+
+CODE_TTL = 60
+PROMPTS = frozenset({"none", "login", "consent", "select_account"})
+
+Params = Mapping[str, Sequence[str]]
+
+
+def append_query(uri: str, params: dict[str, str]) -> str:
+    """Add parameters to a URI that may already carry a query (RFC 6749 §3.1.2)."""
+    return uri + ("&" if "?" in uri else "?") + urlencode(params)
+
+
+def _single(params: Params, name: str, error: type[errors.SSOError]) -> str | None:
+    values = params.get(name) or []
+    if len(values) > 1:
+        raise error(f"{name}: parameter repeated")
+    return values[0] if values else None
+
+
+class AuthorizationService:
+    def __init__(
+        self,
+        *,
+        store: RedisStore,
+        sessions: SessionService,
+        clients: ClientRegistry,
+        worker: BackgroundWorker,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.clients = clients
+        self.worker = worker
+        self.settings = settings
+        self.clock = clock
+        self._schema = AuthorizeSchema()
+
+    def authorize(self, params: Params, cookie_token: str | None) -> str:
+        """The Location to send the browser to; raises only errors that must not redirect."""
+        client_id = _single(params, "client_id", errors.UnknownClient)
+        if not self.clients.known(client_id):
+            raise errors.UnknownClient()
+        redirect_uri = _single(params, "redirect_uri", errors.InvalidRedirectURI)
+        if not self.clients.redirect_allowed(redirect_uri):
+            raise errors.InvalidRedirectURI()
+        assert client_id is not None and redirect_uri is not None
+        states = params.get("state") or []
+        try:
+            return self._authorize(params, str(client_id), redirect_uri, cookie_token)
+        except errors.SSOError as exc:
+            if not exc.redirectable:
+                raise
+            reply = {"error": exc.error, "error_description": exc.description}
+            if len(states) == 1:
+                reply["state"] = states[0]
+            reply["iss"] = self.settings.issuer
+            return append_query(redirect_uri, reply)
+
+    def _authorize(self, params: Params, client_id: str, redirect_uri: str, cookie_token: str | None) -> str:
+        single = {name: _single(params, name, errors.InvalidRequest) for name in params}
+        try:
+            data: dict[str, Any] = self._schema.load({k: v for k, v in single.items() if v is not None})
+        except ValidationError as exc:
+            raise errors.InvalidRequest(first_error(exc.messages)) from None
+
+        if not data.get("response_type"):
+            raise errors.InvalidRequest("response_type: missing")
+        if data["response_type"] != "code":
+            raise errors.UnsupportedResponseType()
+        if data.get("request") is not None:
+            raise errors.RequestNotSupported()
+        if data.get("request_uri") is not None:
+            raise errors.RequestUriNotSupported()
+        if data.get("response_mode") not in (None, "query"):
+            raise errors.InvalidRequest("response_mode: only query is supported")
+        challenge, method = data.get("code_challenge"), data.get("code_challenge_method")
+        if not challenge:
+            raise errors.InvalidRequest("code_challenge: required (PKCE with S256)")
+        if method != pkce.METHOD:
+            raise errors.InvalidRequest("code_challenge_method: must be S256")
+        if not pkce.valid_challenge(challenge):
+            raise errors.InvalidRequest("code_challenge: must be a base64url SHA-256 hash (43 characters)")
+        scope = scopes.parse(data.get("scope"))
+        prompts = set((data.get("prompt") or "").split())
+        if not prompts <= PROMPTS or ("none" in prompts and len(prompts) > 1):
+            raise errors.InvalidRequest("prompt: unsupported value or combination")
+
+        session = self.sessions.from_token(cookie_token) if cookie_token else None
+        max_age = data.get("max_age")
+        stale = session is not None and max_age is not None and self.clock() - session.created_at > max_age
+        if session is None or stale or "login" in prompts:
+            if "none" in prompts:
+                raise errors.LoginRequired()
+            return self._login_redirect(single, strip_prompt="login" in prompts)
+
+        assert session is not None
+        return self._issue_code(session, client_id, redirect_uri, challenge, scope, data, single.get("state"))
+
+    def _login_redirect(self, params: Mapping[str, str | None], *, strip_prompt: bool) -> str:
+        """Send the browser to the login page, which returns it here afterwards."""
+        query = {k: v for k, v in params.items() if v is not None and not (strip_prompt and k == "prompt")}
+        return_to = f"{self.settings.issuer}/authorize?{urlencode(query)}"
+        return append_query(self.settings.login_url, {"return_to": return_to})
+
+    def _issue_code(
+        self,
+        session: Session,
+        client_id: str,
+        redirect_uri: str,
+        challenge: str,
+        scope: str,
+        data: dict[str, Any],
+        state: str | None,
+    ) -> str:
+        code = new_token(32)
+        self.store.save_code(
+            token_hash(code),
+            {
+                "client_id": client_id,
+                "redirect_uri": redirect_uri,
+                "code_challenge": challenge,
+                "sid": session.session_id_hash,
+                "user_id": session.user_id,
+                "scope": scope,
+                "nonce": data.get("nonce"),
+                "auth_time": session.created_at,
+            },
+            CODE_TTL,
+        )
+        self.worker.mark_active(session.user_id, session.session_id_hash, session.last_active_at)
+        reply = {"code": code}
+        if state is not None:
+            reply["state"] = state
+        reply["iss"] = self.settings.issuer
+        return append_query(redirect_uri, reply)

@@ -1,0 +1,209 @@
+"""The token endpoint's grants: authorization code (RFC 6749 §4.1.3 + RFC 7636 §4.6)
+and refresh token (RFC 6749 §6) with rotation and reuse detection (RFC 9700 §4.14).
+
+Security state changes are single Lua scripts: a code is consumed atomically
+(a second redemption revokes what the first issued, RFC 6749 §4.1.2), and a
+refresh token rotates atomically (of two racing requests exactly one wins;
+presenting a used token revokes the whole family).
+
+Successor refresh tokens are derived, not drawn: ``HMAC(key, presented)``. The
+server can then hand the *same* successor to a retry that arrives within
+``SSO_REFRESH_REUSE_GRACE`` without ever storing a raw token. The derivation
+key comes from the signing key, so it is as secret as that key and shared by
+every worker and instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from config.settings import Settings
+from sso import errors, pkce, scopes
+from sso.clients import ClientRegistry
+from sso.digests import b64url, equals, new_token, token_hash
+from sso.store import RedisStore
+from sso.tokens import TokenService
+from sso.worker import BackgroundWorker
+
+log = logging.getLogger("sso.grants")
+MAX_TOKEN_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    scope: str
+    id_token: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+            "scope": self.scope,
+        }
+        if self.id_token:
+            body["id_token"] = self.id_token
+        return body
+
+
+def _required(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not value:
+        raise errors.InvalidRequest(f"{name}: missing")
+    return str(value)
+
+
+class GrantService:
+    def __init__(
+        self,
+        *,
+        store: RedisStore,
+        tokens: TokenService,
+        clients: ClientRegistry,
+        worker: BackgroundWorker,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.clients = clients
+        self.worker = worker
+        self.settings = settings
+        self.clock = clock
+        self._successor_key = hashlib.sha256(
+            b"fluxer-sso refresh successor v1\0" + settings.jwt_private_key.encode()
+        ).digest()
+
+    def successor(self, refresh_token: str) -> str:
+        """The one refresh token that may follow ``refresh_token``."""
+        return b64url(hmac.new(self._successor_key, refresh_token.encode(), hashlib.sha256).digest())
+
+    def token(self, data: dict[str, Any]) -> TokenResponse:
+        """Dispatch on grant_type after authenticating the (public) client."""
+        client_id = data.get("client_id")
+        if not self.clients.known(client_id):
+            raise errors.InvalidClient("Unknown client_id.")
+        grant_type = _required(data, "grant_type")
+        if grant_type == "authorization_code":
+            return self.authorization_code(str(client_id), data)
+        if grant_type == "refresh_token":
+            return self.refresh_token(str(client_id), data)
+        raise errors.UnsupportedGrantType()
+
+    # -- RFC 6749 §4.1.3 -------------------------------------------------------------
+
+    def authorization_code(self, client_id: str, data: dict[str, Any]) -> TokenResponse:
+        code = _required(data, "code")
+        redirect_uri = _required(data, "redirect_uri")
+        verifier = _required(data, "code_verifier")
+        if not pkce.valid_verifier(verifier):
+            raise errors.InvalidRequest("code_verifier: must be 43-128 unreserved characters (RFC 7636 §4.1)")
+        if len(code) > MAX_TOKEN_LENGTH:
+            raise errors.InvalidGrant()
+
+        fid, jti = new_token(16), self.tokens.new_jti()
+        state, bound, issued = self.store.consume_code(
+            token_hash(code), {"fid": fid, "jti": jti}, keep=self.settings.access_token_ttl
+        )
+        if state == "missing":
+            raise errors.InvalidGrant("The authorization code is invalid or expired.")
+        if state == "used":
+            self.store.revoke_family(bound["user_id"], issued["fid"])
+            self.store.revoke_jti(issued["jti"], self.settings.access_token_ttl)
+            raise errors.InvalidGrant(
+                "The authorization code was already used.", detail=f"code replay; revoked family {issued['fid']}"
+            )
+        checks = (
+            equals(client_id, bound["client_id"]),
+            equals(redirect_uri, bound["redirect_uri"]),
+            pkce.verify(verifier, bound["code_challenge"]),
+        )
+        if not all(checks):
+            raise errors.InvalidGrant(
+                "The code was not issued to this client, redirect_uri or code_verifier.",
+                detail=f"code binding mismatch (client, redirect_uri, pkce) = {checks}",
+            )
+
+        refresh_token = new_token(32)
+        now = int(self.clock())
+        started = self.store.create_family(
+            user_id=bound["user_id"],
+            sid=bound["sid"],
+            fid=fid,
+            client_id=client_id,
+            scope=bound["scope"],
+            refresh_hash=token_hash(refresh_token),
+            now=now,
+            expires_at=now + self.settings.refresh_token_ttl,
+            jti=jti,
+        )
+        if started is None:
+            raise errors.InvalidGrant("The session behind this code has ended.")
+        access_token, expires_in = self.tokens.mint_access_token(
+            user_id=bound["user_id"],
+            sid=bound["sid"],
+            client_id=client_id,
+            scope=bound["scope"],
+            jti=jti,
+            session_expires_at=started.session_expires_at,
+        )
+        id_token = None
+        if "openid" in bound["scope"].split():
+            id_token = self.tokens.mint_id_token(
+                user_id=bound["user_id"],
+                client_id=client_id,
+                sid=bound["sid"],
+                auth_time=started.auth_time,
+                nonce=bound.get("nonce"),
+                access_token=access_token,
+                expires_in=expires_in,
+            )
+        return TokenResponse(access_token, expires_in, refresh_token, bound["scope"], id_token)
+
+    # -- RFC 6749 §6 ----------------------------------------------------------------
+
+    def refresh_token(self, client_id: str, data: dict[str, Any]) -> TokenResponse:
+        presented = _required(data, "refresh_token")
+        if len(presented) > MAX_TOKEN_LENGTH:
+            raise errors.InvalidGrant()
+        requested = scopes.parse(data["scope"]) if data.get("scope") else ""
+        successor = self.successor(presented)
+        jti = self.tokens.new_jti()
+        rotation = self.store.rotate_refresh(
+            presented=token_hash(presented),
+            successor=token_hash(successor),
+            now=int(self.clock()),
+            grace=self.settings.refresh_reuse_grace,
+            client_id=client_id,
+            scope=requested,
+            jti=jti,
+        )
+        if rotation.outcome == "scope":
+            raise errors.InvalidScope("The requested scope exceeds what was granted.")
+        if rotation.outcome == "reuse":
+            log.warning("refresh token reuse detected; family revoked (user %s)", rotation.user_id)
+            raise errors.InvalidGrant("The refresh token was already used; its family is revoked.")
+        if rotation.outcome not in ("ok", "grace"):
+            raise errors.InvalidGrant("The refresh token is invalid, expired or revoked.")
+        self.worker.mark_active(rotation.user_id, rotation.sid, rotation.last_active_at)
+        scope = requested or rotation.scope
+        access_token, expires_in = self.tokens.mint_access_token(
+            user_id=rotation.user_id,
+            sid=rotation.sid,
+            client_id=client_id,
+            scope=scope,
+            jti=jti,
+            session_expires_at=rotation.session_expires_at,
+        )
+        # OIDC Core §12.2: no new id token on refresh (it would double the signing cost).
+        return TokenResponse(access_token, expires_in, successor, scope)

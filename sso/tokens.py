@@ -1,0 +1,204 @@
+"""Token minting (RFC 9068, OIDC Core §2), introspection (RFC 7662), revocation (RFC 7009).
+
+Access tokens are RS256 JWTs that API instances verify locally from the JWKS.
+This service additionally tracks two kinds of state for them, checked by
+/introspect and /userinfo: a denylist of revoked ``jti`` values (kept until
+the token would have expired) and the liveness of the session (``sid``) the
+token hangs on. Refresh tokens are opaque and live only as hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from config.settings import Settings
+from sso import scopes
+from sso.digests import b64url, new_token, token_hash
+from sso.errors import InsufficientScope, InvalidToken, UnsupportedTokenType
+from sso.keys import KeySet, TokenRejected
+from sso.store import RedisStore
+
+ACCESS_TOKEN_TYP = "at+jwt"
+ID_TOKEN_TYP = "JWT"
+TOKEN_TYPE_HINTS = ("access_token", "refresh_token")
+
+
+def at_hash(access_token: str) -> str:
+    """OIDC Core §3.1.3.6: left half of SHA-256 of the access token, base64url."""
+    return b64url(hashlib.sha256(access_token.encode("ascii")).digest()[:16])
+
+
+def looks_like_jwt(token: str) -> bool:
+    """Our refresh tokens are base64url without dots; our access tokens are compact JWS."""
+    return token.count(".") == 2
+
+
+@dataclass(frozen=True)
+class ActiveAccessToken:
+    claims: dict[str, Any]
+    session: dict[str, str]
+
+
+class TokenService:
+    def __init__(
+        self, keys: KeySet, store: RedisStore, settings: Settings, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.keys = keys
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+
+    # -- minting ----------------------------------------------------------------
+
+    @staticmethod
+    def new_jti() -> str:
+        return new_token(16)
+
+    def mint_access_token(
+        self, *, user_id: str, sid: str, client_id: str, scope: str, jti: str, session_expires_at: int
+    ) -> tuple[str, int]:
+        """An RFC 9068 access token and its lifetime, never outliving its session."""
+        now = int(self.clock())
+        exp = min(now + self.settings.access_token_ttl, session_expires_at)
+        claims = {
+            "iss": self.settings.issuer,
+            "sub": user_id,
+            "aud": self.settings.access_token_audience,
+            "client_id": client_id,
+            "scope": scope,
+            "sid": sid,
+            "iat": now,
+            "exp": exp,
+            "jti": jti,
+        }
+        return self.keys.sign(claims, ACCESS_TOKEN_TYP), exp - now
+
+    def mint_id_token(
+        self,
+        *,
+        user_id: str,
+        client_id: str,
+        sid: str,
+        auth_time: int,
+        nonce: str | None,
+        access_token: str,
+        expires_in: int,
+    ) -> str:
+        now = int(self.clock())
+        claims: dict[str, Any] = {
+            "iss": self.settings.issuer,
+            "sub": user_id,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + expires_in,
+            "auth_time": auth_time,
+            "sid": sid,
+            "at_hash": at_hash(access_token),
+        }
+        if nonce:
+            claims["nonce"] = nonce
+        return self.keys.sign(claims, ID_TOKEN_TYP)
+
+    # -- verification -------------------------------------------------------------
+
+    def verify_access_token(self, token: str) -> dict[str, Any]:
+        """Signature, algorithm, typ, kid, iss, aud, exp and iat; TokenRejected otherwise."""
+        return self.keys.verify(
+            token, typ=ACCESS_TOKEN_TYP, audience=self.settings.access_token_audience, issuer=self.settings.issuer
+        )
+
+    def verify_id_token_hint(self, token: str) -> dict[str, Any]:
+        """An id token we issued to one of our clients; expired ones are accepted
+        (OIDC RP-Initiated Logout §2: the hint may have expired)."""
+        return self.keys.verify(
+            token, typ=ID_TOKEN_TYP, audience=self.settings.clients, issuer=self.settings.issuer, verify_exp=False
+        )
+
+    def active_access_token(self, token: str) -> ActiveAccessToken | None:
+        """A currently valid access token: signature checks plus one Redis round trip."""
+        try:
+            claims = self.verify_access_token(token)
+        except TokenRejected:
+            return None
+        if not all(isinstance(claims.get(k), str) for k in ("jti", "sid", "client_id", "scope")):
+            return None
+        revoked, session = self.store.access_token_state(claims["jti"], claims["sub"], claims["sid"])
+        if revoked or session is None or int(session.get("expires_at", 0)) <= self.clock():
+            return None
+        return ActiveAccessToken(claims, session)
+
+    def userinfo(self, token: str) -> dict[str, Any]:
+        """OIDC Core §5.3: ``sub`` plus the session claims the token's scope releases."""
+        active = self.active_access_token(token)
+        if active is None:
+            raise InvalidToken()
+        scope = active.claims["scope"]
+        if "openid" not in scope.split():
+            raise InsufficientScope()
+        claims = scopes.released_claims(scope, json.loads(active.session.get("claims") or "{}"))
+        return {**claims, "sub": active.claims["sub"]}
+
+    # -- RFC 7662 -------------------------------------------------------------------
+
+    def introspect(self, token: str, hint: str | None) -> dict[str, Any]:
+        """§2.2: ``{"active": false}`` and nothing else for anything not currently valid."""
+        if hint is not None and hint not in TOKEN_TYPE_HINTS:
+            raise UnsupportedTokenType()
+        if looks_like_jwt(token):
+            active = self.active_access_token(token)
+            if active is None:
+                return {"active": False}
+            c = active.claims
+            return {
+                "active": True,
+                "sub": c["sub"],
+                "client_id": c["client_id"],
+                "scope": c["scope"],
+                "exp": c["exp"],
+                "iat": c["iat"],
+                "token_type": "Bearer",
+                "sid": c["sid"],
+                "iss": c["iss"],
+                "aud": c["aud"],
+                "jti": c["jti"],
+            }
+        info = self.store.inspect_refresh(token_hash(token), int(self.clock()))
+        if info is None:
+            return {"active": False}
+        return {
+            "active": True,
+            "sub": info.user_id,
+            "client_id": info.client_id,
+            "scope": info.scope,
+            "exp": info.expires_at,
+            "iat": info.issued_at,
+            "token_type": "refresh_token",
+            "sid": info.sid,
+            "iss": self.settings.issuer,
+        }
+
+    # -- RFC 7009 -------------------------------------------------------------------
+
+    def revoke(self, token: str, hint: str | None, client_id: str | None) -> None:
+        """Revoke a token if it exists and belongs to ``client_id`` (None: service caller).
+
+        §2.2: the answer is the same whether or not anything was revoked, so the
+        caller cannot probe which tokens exist or whose they are.
+        """
+        if hint is not None and hint not in TOKEN_TYPE_HINTS:
+            raise UnsupportedTokenType()
+        if looks_like_jwt(token):
+            try:
+                claims = self.verify_access_token(token)
+            except TokenRejected:
+                return  # invalid or expired: nothing left to revoke
+            if client_id is not None and claims.get("client_id") != client_id:
+                return
+            self.store.revoke_jti(str(claims["jti"]), int(claims["exp"]) - int(self.clock()))
+            return
+        self.store.revoke_refresh(token_hash(token), client_id)

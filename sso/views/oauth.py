@@ -1,0 +1,72 @@
+"""OAuth 2.0 / OpenID Connect endpoints: /authorize, /token, /userinfo, /introspect, /revoke."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, redirect, request
+from werkzeug.wrappers import Response as BaseResponse
+
+from sso import errors
+from sso.cookies import sso_cookie
+from sso.http import apply_cors, no_store, require_service, service_authenticated, services, use_schema
+from sso.schemas import TokenInputSchema, TokenSchema
+
+bp = Blueprint("oauth", __name__)
+BROWSER_ENDPOINTS = frozenset({"oauth.token", "oauth.userinfo", "oauth.revoke"})
+
+
+@bp.after_request
+def _cors(response: Response) -> Response:
+    """Browser apps call /token, /userinfo and /revoke cross-origin, without cookies."""
+    if request.endpoint in BROWSER_ENDPOINTS:
+        apply_cors(response, services().settings.app_origins, credentials=False)
+    return response
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+def authorize() -> BaseResponse:
+    params = (request.args if request.method == "GET" else request.form).to_dict(flat=False)
+    location = services().authorization.authorize(params, sso_cookie(request))
+    return no_store(redirect(location, 302))
+
+
+@bp.post("/token")
+@use_schema(TokenSchema, location="form")
+def token(data: dict[str, Any]) -> Response:
+    return no_store(jsonify(services().grants.token(data).to_json()))
+
+
+def _bearer_token() -> str:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise errors.InvalidToken("A Bearer access token is required.")
+    return value.strip()
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+def userinfo() -> Response:
+    return no_store(jsonify(services().tokens.userinfo(_bearer_token())))
+
+
+@bp.post("/introspect")
+@require_service
+@use_schema(TokenInputSchema, location="form")
+def introspect(data: dict[str, Any]) -> Response:
+    return no_store(jsonify(services().tokens.introspect(data["token"], data["token_type_hint"])))
+
+
+@bp.post("/revoke")
+@use_schema(TokenInputSchema, location="form")
+def revoke(data: dict[str, Any]) -> Response:
+    svc = services()
+    client_id: str | None = None
+    if request.headers.get("Authorization"):
+        if not service_authenticated(svc.settings.service_secrets):
+            raise errors.ServiceAuthRequired()
+    elif svc.clients.known(data["client_id"]):
+        client_id = data["client_id"]
+    else:
+        raise errors.InvalidClient("Unknown client_id.")
+    svc.tokens.revoke(data["token"], data["token_type_hint"], client_id)
+    return no_store(Response(status=200))

@@ -1,0 +1,225 @@
+"""The authorization endpoint (RFC 6749 §4.1, RFC 7636, OIDC Core §3.1.2, RFC 9207)."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from sso.digests import token_hash
+from tests.conftest import CHALLENGE, REDIRECT_URI
+
+
+def location(response) -> tuple[str, dict[str, str]]:
+    assert response.status_code == 302, response.get_data(as_text=True)
+    parts = urlsplit(response.headers["Location"])
+    base = f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return base, {k: v[0] for k, v in parse_qs(parts.query).items()}
+
+
+def test_success_redirects_with_code_state_and_iss(oauth, redis, prefix):
+    """With a valid cookie: 302 to the redirect URI with code, state and iss; the code is stored hashed."""
+    session = oauth.login()
+    response = oauth.authorize()
+    assert response.headers["Cache-Control"] == "no-store"
+    base, query = location(response)
+    assert base == REDIRECT_URI
+    assert set(query) == {"code", "state", "iss"}
+    assert query["state"] == "xyz-state" and query["iss"] == "http://sso.test"
+    assert len(query["code"]) >= 43
+    key = f"{prefix}code:{token_hash(query['code'])}"
+    stored = json.loads(redis.hget(key, "data"))
+    assert stored == {
+        "client_id": "fluxer", "redirect_uri": REDIRECT_URI, "code_challenge": CHALLENGE,
+        "sid": session["session_id_hash"], "user_id": "42", "scope": "openid profile email",
+        "nonce": "n-0S6_WzA2Mj", "auth_time": stored["auth_time"],
+    }  # fmt: skip
+    assert 0 < redis.ttl(key) <= 60
+    assert query["code"] not in str(list(redis.scan_iter(match=f"{prefix}*")))
+
+
+def test_post_form_is_accepted(oauth):
+    """OIDC Core §3.1.2.1: the authorization endpoint supports POST too."""
+    oauth.login()
+    response = oauth.client.post("/authorize", data=oauth.authorize_params())
+    assert "code" in location(response)[1]
+
+
+def test_unknown_extra_parameters_are_ignored(oauth):
+    oauth.login()
+    assert "code" in location(oauth.authorize(foo="bar", ui_locales="en"))[1]
+
+
+def test_state_is_optional(oauth):
+    oauth.login()
+    assert set(location(oauth.authorize(state=None))[1]) == {"code", "iss"}
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        None,
+        "http://app.test/oauth/callback/",
+        "http://app.test/oauth/callback?x=1",
+        "http://APP.test/oauth/callback",
+        "http://app.test/oauth/Callback",
+        "http://app.test/oauth/../oauth/callback",
+        "http://a@evil.test/oauth/callback",
+        "http://app.test@evil.test/oauth/callback",
+        "https://app.test/oauth/callback",
+        "javascript:alert(1)",
+        "http://evil.test/oauth/callback",
+        "http://app.test/oauth/callback#frag",
+        " http://app.test/oauth/callback",
+    ],
+)
+def test_bad_redirect_uri_is_never_redirected_to(oauth, redirect_uri):
+    """Exact string matching: any variation is an error shown to the user, not a redirect."""
+    oauth.login()
+    response = oauth.authorize(redirect_uri=redirect_uri)
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+    assert response.get_json()["error"] == "invalid_request"
+    assert "redirect_uri" in response.get_json()["error_description"]
+
+
+@pytest.mark.parametrize("client_id", [None, "unknown", "FLUXER", ""])
+def test_bad_client_is_never_redirected_to(oauth, client_id):
+    oauth.login()
+    response = oauth.authorize(client_id=client_id)
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert response.get_json()["error"] == "invalid_client"
+
+
+def test_repeated_client_or_redirect_uri_is_not_redirected(oauth):
+    oauth.login()
+    params = oauth.authorize_params()
+    query = "&".join(f"{k}={v}" for k, v in params.items()) + "&redirect_uri=http://evil.test/cb"
+    response = oauth.client.get(f"/authorize?{query}")
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "overrides, error, mentions",
+    [
+        ({"response_type": None}, "invalid_request", "response_type"),
+        ({"response_type": "token"}, "unsupported_response_type", ""),
+        ({"response_type": "code id_token"}, "unsupported_response_type", ""),
+        ({"code_challenge": None}, "invalid_request", "code_challenge"),
+        ({"code_challenge_method": None}, "invalid_request", "code_challenge_method"),
+        ({"code_challenge_method": "plain"}, "invalid_request", "S256"),
+        ({"code_challenge_method": "s256"}, "invalid_request", "S256"),
+        ({"code_challenge": "tooshort"}, "invalid_request", "code_challenge"),
+        ({"scope": "openid admin"}, "invalid_scope", "admin"),
+        ({"prompt": "none login"}, "invalid_request", "prompt"),
+        ({"prompt": "create"}, "invalid_request", "prompt"),
+        ({"max_age": "-1"}, "invalid_request", "max_age"),
+        ({"max_age": "soon"}, "invalid_request", "max_age"),
+        ({"request": "eyJ..."}, "request_not_supported", ""),
+        ({"request_uri": "https://x.test/r"}, "request_uri_not_supported", ""),
+        ({"response_mode": "fragment"}, "invalid_request", "response_mode"),
+        ({"state": "s" * 2000}, "invalid_request", "state"),
+    ],
+)
+def test_other_errors_redirect_with_error_state_and_iss(oauth, redis, prefix, overrides, error, mentions):
+    """After client and redirect URI check out, errors go back to the client with state and iss."""
+    oauth.login()
+    before = set(redis.scan_iter(match=f"{prefix}code:*"))
+    base, query = location(oauth.authorize(**overrides))
+    assert base == REDIRECT_URI
+    assert query["error"] == error
+    assert mentions in query.get("error_description", "")
+    assert query["iss"] == "http://sso.test"
+    if "state" not in overrides:
+        assert query["state"] == "xyz-state"
+    assert "code" not in query
+    assert set(redis.scan_iter(match=f"{prefix}code:*")) == before
+
+
+def test_repeated_parameter_is_invalid_request_redirected(oauth):
+    oauth.login()
+    params = oauth.authorize_params()
+    query = "&".join(f"{k}={v}" for k, v in params.items()) + "&scope=openid"
+    base, reply = location(oauth.client.get(f"/authorize?{query}"))
+    assert reply["error"] == "invalid_request" and "scope" in reply["error_description"]
+
+
+def test_no_cookie_sends_to_login_with_return_to(oauth):
+    """Without a session the browser goes to the login URL, which sends it back here afterwards."""
+    base, query = location(oauth.authorize())
+    assert base == "http://app.test/login"
+    return_to = urlsplit(query["return_to"])
+    assert f"{return_to.scheme}://{return_to.netloc}{return_to.path}" == "http://sso.test/authorize"
+    assert parse_qs(return_to.query)["code_challenge"] == [CHALLENGE]
+    assert parse_qs(return_to.query)["state"] == ["xyz-state"]
+
+
+def test_invalid_cookie_is_treated_as_no_session(oauth):
+    from sso.cookies import COOKIE_NAME
+
+    oauth.client.set_cookie(COOKIE_NAME, "forged-token", domain="localhost")
+    assert location(oauth.authorize())[0] == "http://app.test/login"
+
+
+def test_prompt_none_without_session_is_login_required(oauth):
+    base, query = location(oauth.authorize(prompt="none"))
+    assert base == REDIRECT_URI
+    assert query["error"] == "login_required" and query["state"] == "xyz-state" and query["iss"]
+
+
+def test_prompt_none_with_session_succeeds_silently(oauth):
+    oauth.login()
+    assert "code" in location(oauth.authorize(prompt="none"))[1]
+
+
+def test_prompt_login_forces_login_and_drops_prompt_from_return_to(oauth):
+    """prompt=login goes to the login page even with a session; coming back must not loop."""
+    oauth.login()
+    base, query = location(oauth.authorize(prompt="login"))
+    assert base == "http://app.test/login"
+    assert "prompt" not in parse_qs(urlsplit(query["return_to"]).query)
+
+
+def test_max_age_exceeded_forces_login(oauth, clock):
+    oauth.login()
+    clock.advance(120)
+    assert location(oauth.authorize(max_age="60"))[0] == "http://app.test/login"
+    assert "code" in location(oauth.authorize(max_age="600"))[1]
+    base, query = location(oauth.authorize(max_age="60", prompt="none"))
+    assert query["error"] == "login_required"
+
+
+def test_ended_session_cookie_sends_to_login(oauth, api):
+    session = oauth.login()
+    api.post("/session/invalidate", {"user_id": "42", "session_id_hashes": [session["session_id_hash"]]})
+    assert location(oauth.authorize())[0] == "http://app.test/login"
+
+
+def test_authorize_marks_activity(oauth, clock, services, redis, prefix):
+    session = oauth.login()
+    clock.advance(services.settings.activity_update_interval + 5)
+    oauth.code()
+    services.worker.run_once()
+    key = f"{prefix}{{42}}:session:{session['session_id_hash']}"
+    assert int(redis.hget(key, "last_active_at")) == int(clock.now)
+
+
+def test_redirect_uri_with_query_keeps_it(oauth, settings):
+    """A registered redirect URI with its own query gets the reply appended with &."""
+    import dataclasses
+
+    from app import create_app
+
+    uri = "http://app.test/oauth/callback?tenant=a"
+    app = create_app(
+        dataclasses.replace(settings, allowed_redirect_uris=(uri,)),
+        clock=oauth.client.application.extensions["sso"].clock,
+    )
+    client = app.test_client()
+    from tests.conftest import Api, OAuth
+
+    flow = OAuth(client, Api(client, oauth.api.headers))
+    flow.login()
+    response = flow.authorize(redirect_uri=uri)
+    assert response.headers["Location"].startswith(uri + "&code=")

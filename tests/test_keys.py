@@ -1,0 +1,183 @@
+"""Token signing and verification (sso/keys.py, RFC 9068 §4, RFC 8725).
+
+Forged tokens are built by hand with ``cryptography`` and ``hmac`` so the
+tests do not depend on the library under test to produce the attack.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from config.keygen import generate_key_pair
+from sso.keys import KeySet, TokenRejected
+
+ISS, AUD = "http://sso.test", "fluxer-api"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def segments(header: dict, claims: dict) -> bytes:
+    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}".encode()
+
+
+def rsa_sign(private_pem: str, header: dict, claims: dict, hash_alg=None) -> str:
+    key = serialization.load_pem_private_key(private_pem.encode(), None)
+    signing_input = segments(header, claims)
+    signature = key.sign(signing_input, padding.PKCS1v15(), hash_alg or hashes.SHA256())
+    return f"{signing_input.decode()}.{b64(signature)}"
+
+
+def hmac_sign(secret: bytes, header: dict, claims: dict) -> str:
+    signing_input = segments(header, claims)
+    return f"{signing_input.decode()}.{b64(hmac.new(secret, signing_input, hashlib.sha256).digest())}"
+
+
+@pytest.fixture(scope="module")
+def keyset(key_pair) -> KeySet:
+    return KeySet(key_pair[0], [key_pair[1]])
+
+
+@pytest.fixture
+def claims() -> dict:
+    now = int(time.time())
+    return {"iss": ISS, "sub": "42", "aud": AUD, "iat": now, "exp": now + 300, "jti": "j", "sid": "s"}
+
+
+def verify(keyset: KeySet, token: str) -> dict:
+    return keyset.verify(token, typ="at+jwt", audience=AUD, issuer=ISS)
+
+
+def test_round_trip_and_header(keyset, claims):
+    """A token we sign verifies and carries alg RS256, typ at+jwt and our kid."""
+    token = keyset.sign(claims, "at+jwt")
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert header == {"alg": "RS256", "typ": "at+jwt", "kid": keyset.kid}
+    assert verify(keyset, token)["sub"] == "42"
+
+
+def test_hand_signed_rs256_token_verifies(keyset, key_pair, claims):
+    """The forging helper itself produces acceptable tokens, so rejections below are meaningful."""
+    token = rsa_sign(key_pair[0], {"alg": "RS256", "typ": "at+jwt", "kid": keyset.kid}, claims)
+    assert verify(keyset, token)["jti"] == "j"
+
+
+def test_alg_none_is_rejected(keyset, claims):
+    header = {"alg": "none", "typ": "at+jwt", "kid": keyset.kid}
+    for token in (segments(header, claims).decode() + ".", segments(header, claims).decode() + ".e30"):
+        with pytest.raises(TokenRejected):
+            verify(keyset, token)
+
+
+@pytest.mark.parametrize("form", ["pem", "pkcs1", "ssh", "der"])
+def test_hmac_keyed_with_our_public_key_is_rejected(keyset, key_pair, claims, form):
+    """CVE-2024-33663 and its variants: HS256 'signed' with the public key in any encoding."""
+    public = serialization.load_pem_public_key(key_pair[1].encode())
+    secret = {
+        "pem": key_pair[1].encode(),
+        "pkcs1": public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1),
+        "ssh": public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH),
+        "der": public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
+    }[form]
+    token = hmac_sign(secret, {"alg": "HS256", "typ": "at+jwt", "kid": keyset.kid}, claims)
+    with pytest.raises(TokenRejected):
+        verify(keyset, token)
+
+
+def test_other_rsa_algorithms_are_rejected(keyset, key_pair, claims):
+    """RS512 with our own key is still not RS256."""
+    token = rsa_sign(key_pair[0], {"alg": "RS512", "typ": "at+jwt", "kid": keyset.kid}, claims, hashes.SHA512())
+    with pytest.raises(TokenRejected, match="RS256"):
+        verify(keyset, token)
+
+
+def test_signature_by_another_key_is_rejected(keyset, claims):
+    other_private, _ = generate_key_pair()
+    token = rsa_sign(other_private, {"alg": "RS256", "typ": "at+jwt", "kid": keyset.kid}, claims)
+    with pytest.raises(TokenRejected):
+        verify(keyset, token)
+
+
+@pytest.mark.parametrize(
+    "header_change, reason",
+    [
+        ({"typ": "JWT"}, "typ"),
+        ({"typ": None}, "typ"),
+        ({"kid": "not-our-kid"}, "kid"),
+        ({"kid": None}, "kid"),
+        ({"kid": 7}, "kid"),
+    ],
+)
+def test_header_checks(keyset, key_pair, claims, header_change, reason):
+    """typ must be the expected one and kid must name one of our keys."""
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": keyset.kid, **header_change}
+    header = {k: v for k, v in header.items() if v is not None}
+    with pytest.raises(TokenRejected, match=reason):
+        verify(keyset, rsa_sign(key_pair[0], header, claims))
+
+
+def test_id_token_is_not_an_access_token(keyset, claims):
+    """A token signed with typ JWT (an id token) fails where at+jwt is expected."""
+    with pytest.raises(TokenRejected):
+        verify(keyset, keyset.sign(claims, "JWT"))
+
+
+@pytest.mark.parametrize("missing", ["exp", "iat", "iss", "aud", "sub"])
+def test_required_claims(keyset, key_pair, claims, missing):
+    """python-jose would accept these missing; we do not."""
+    del claims[missing]
+    token = rsa_sign(key_pair[0], {"alg": "RS256", "typ": "at+jwt", "kid": keyset.kid}, claims)
+    with pytest.raises(TokenRejected):
+        verify(keyset, token)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"aud": "someone-else"},
+        {"aud": ["someone-else"]},
+        {"iss": "http://evil.test"},
+        {"exp": int(time.time()) - 1},
+        {"iat": "yesterday"},
+        {"exp": "later"},
+    ],
+)
+def test_claim_values(keyset, key_pair, claims, change):
+    claims.update(change)
+    token = rsa_sign(key_pair[0], {"alg": "RS256", "typ": "at+jwt", "kid": keyset.kid}, claims)
+    with pytest.raises(TokenRejected):
+        verify(keyset, token)
+
+
+def test_audience_list_containing_ours_is_accepted(keyset, key_pair, claims):
+    claims["aud"] = ["other", AUD]
+    token = rsa_sign(key_pair[0], {"alg": "RS256", "typ": "at+jwt", "kid": keyset.kid}, claims)
+    assert verify(keyset, token)["aud"] == ["other", AUD]
+
+
+@pytest.mark.parametrize("token", ["", "a.b", "a.b.c.d", "x" * 9000, "é.é.é", "!!!.???.###"])
+def test_malformed_and_oversized_tokens(keyset, token):
+    with pytest.raises(TokenRejected):
+        verify(keyset, token)
+
+
+def test_oversized_but_validly_signed_token_is_rejected_before_crypto(keyset, key_pair, claims):
+    claims["padding"] = "x" * 9000
+    token = rsa_sign(key_pair[0], {"alg": "RS256", "typ": "at+jwt", "kid": keyset.kid}, claims)
+    with pytest.raises(TokenRejected, match="oversized"):
+        verify(keyset, token)
+
+
+def test_signing_key_must_be_among_the_published_keys(key_pair):
+    _, other_public = generate_key_pair()
+    with pytest.raises(ValueError):
+        KeySet(key_pair[0], [other_public])
