@@ -16,6 +16,7 @@ from redis.retry import Retry
 from config.settings import Settings, load_settings
 from sso.authorization import AuthorizationService
 from sso.clients import ClientRegistry
+from sso.context import OAuthContext
 from sso.discovery import discovery_json
 from sso.grants import GrantService
 from sso.http import register_error_handlers
@@ -81,7 +82,7 @@ def create_app(
     sessions = SessionService(store, worker, ttl=settings.session_ttl, clock=clock)
     clients = ClientRegistry(settings.clients, settings.allowed_redirect_uris)
     tokens = TokenService(keys, store, settings, clock)
-    common = {"store": store, "clients": clients, "worker": worker, "settings": settings, "clock": clock}
+    ctx = OAuthContext(store=store, clients=clients, worker=worker, settings=settings, clock=clock)
     app.extensions["sso"] = Services(
         settings=settings,
         redis=client,
@@ -91,8 +92,8 @@ def create_app(
         sessions=sessions,
         clients=clients,
         tokens=tokens,
-        grants=GrantService(tokens=tokens, **common),  # type: ignore[arg-type]
-        authorization=AuthorizationService(sessions=sessions, **common),  # type: ignore[arg-type]
+        grants=GrantService(ctx, tokens),
+        authorization=AuthorizationService(ctx, sessions),
         end_session=EndSessionService(tokens=tokens, sessions=sessions, clients=clients, settings=settings),
         discovery_json=discovery_json(settings),
         clock=clock,

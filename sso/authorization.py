@@ -8,21 +8,17 @@ RFC 9700 §4.1). Every later error goes back to the client's redirect URI with
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
 from marshmallow import ValidationError
 
-from config.settings import Settings
 from sso import errors, pkce, scopes
-from sso.clients import ClientRegistry
+from sso.context import OAuthContext
 from sso.digests import new_token, token_hash
 from sso.schemas import AuthorizeSchema, first_error
 from sso.sessions import Session, SessionService
-from sso.store import RedisStore
-from sso.worker import BackgroundWorker
 
 CODE_TTL = 60
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
@@ -43,31 +39,18 @@ def _single(params: Params, name: str, error: type[errors.SSOError]) -> str | No
 
 
 class AuthorizationService:
-    def __init__(
-        self,
-        *,
-        store: RedisStore,
-        sessions: SessionService,
-        clients: ClientRegistry,
-        worker: BackgroundWorker,
-        settings: Settings,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
+    def __init__(self, ctx: OAuthContext, sessions: SessionService) -> None:
+        self.ctx = ctx
         self.sessions = sessions
-        self.clients = clients
-        self.worker = worker
-        self.settings = settings
-        self.clock = clock
         self._schema = AuthorizeSchema()
 
     def authorize(self, params: Params, cookie_token: str | None) -> str:
         """The Location to send the browser to; raises only errors that must not redirect."""
         client_id = _single(params, "client_id", errors.UnknownClient)
-        if not self.clients.known(client_id):
+        if not self.ctx.clients.known(client_id):
             raise errors.UnknownClient()
         redirect_uri = _single(params, "redirect_uri", errors.InvalidRedirectURI)
-        if not self.clients.redirect_allowed(redirect_uri):
+        if not self.ctx.clients.redirect_allowed(redirect_uri):
             raise errors.InvalidRedirectURI()
         assert client_id is not None and redirect_uri is not None
         states = params.get("state") or []
@@ -79,7 +62,7 @@ class AuthorizationService:
             reply = {"error": exc.error, "error_description": exc.description}
             if len(states) == 1:
                 reply["state"] = states[0]
-            reply["iss"] = self.settings.issuer
+            reply["iss"] = self.ctx.settings.issuer
             return append_query(redirect_uri, reply)
 
     def _authorize(self, params: Params, client_id: str, redirect_uri: str, cookie_token: str | None) -> str:
@@ -113,7 +96,7 @@ class AuthorizationService:
 
         session = self.sessions.from_token(cookie_token) if cookie_token else None
         max_age = data.get("max_age")
-        stale = session is not None and max_age is not None and self.clock() - session.created_at > max_age
+        stale = session is not None and max_age is not None and self.ctx.clock() - session.created_at > max_age
         if session is None or stale or "login" in prompts:
             if "none" in prompts:
                 raise errors.LoginRequired()
@@ -125,8 +108,8 @@ class AuthorizationService:
     def _login_redirect(self, params: Mapping[str, str | None], *, strip_prompt: bool) -> str:
         """Send the browser to the login page, which returns it here afterwards."""
         query = {k: v for k, v in params.items() if v is not None and not (strip_prompt and k == "prompt")}
-        return_to = f"{self.settings.issuer}/authorize?{urlencode(query)}"
-        return append_query(self.settings.login_url, {"return_to": return_to})
+        return_to = f"{self.ctx.settings.issuer}/authorize?{urlencode(query)}"
+        return append_query(self.ctx.settings.login_url, {"return_to": return_to})
 
     def _issue_code(
         self,
@@ -139,7 +122,7 @@ class AuthorizationService:
         state: str | None,
     ) -> str:
         code = new_token(32)
-        self.store.save_code(
+        self.ctx.store.save_code(
             token_hash(code),
             {
                 "client_id": client_id,
@@ -153,9 +136,9 @@ class AuthorizationService:
             },
             CODE_TTL,
         )
-        self.worker.mark_active(session.user_id, session.session_id_hash, session.last_active_at)
+        self.ctx.worker.mark_active(session.user_id, session.session_id_hash, session.last_active_at)
         reply = {"code": code}
         if state is not None:
             reply["state"] = state
-        reply["iss"] = self.settings.issuer
+        reply["iss"] = self.ctx.settings.issuer
         return append_query(redirect_uri, reply)

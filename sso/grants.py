@@ -18,18 +18,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from config.settings import Settings
 from sso import errors, pkce, scopes
-from sso.clients import ClientRegistry
+from sso.context import OAuthContext
 from sso.digests import b64url, equals, new_token, token_hash
-from sso.store import RedisStore
 from sso.tokens import TokenService
-from sso.worker import BackgroundWorker
 
 log = logging.getLogger("sso.grants")
 MAX_TOKEN_LENGTH = 512
@@ -64,24 +59,11 @@ def _required(data: dict[str, Any], name: str) -> str:
 
 
 class GrantService:
-    def __init__(
-        self,
-        *,
-        store: RedisStore,
-        tokens: TokenService,
-        clients: ClientRegistry,
-        worker: BackgroundWorker,
-        settings: Settings,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
+    def __init__(self, ctx: OAuthContext, tokens: TokenService) -> None:
+        self.ctx = ctx
         self.tokens = tokens
-        self.clients = clients
-        self.worker = worker
-        self.settings = settings
-        self.clock = clock
         self._successor_key = hashlib.sha256(
-            b"fluxer-sso refresh successor v1\0" + settings.jwt_private_key.encode()
+            b"fluxer-sso refresh successor v1\0" + ctx.settings.jwt_private_key.encode()
         ).digest()
 
     def successor(self, refresh_token: str) -> str:
@@ -91,7 +73,7 @@ class GrantService:
     def token(self, data: dict[str, Any]) -> TokenResponse:
         """Dispatch on grant_type after authenticating the (public) client."""
         client_id = data.get("client_id")
-        if not self.clients.known(client_id):
+        if not self.ctx.clients.known(client_id):
             raise errors.InvalidClient("Unknown client_id.")
         grant_type = _required(data, "grant_type")
         if grant_type == "authorization_code":
@@ -112,14 +94,14 @@ class GrantService:
             raise errors.InvalidGrant()
 
         fid, jti = new_token(16), self.tokens.new_jti()
-        state, bound, issued = self.store.consume_code(
-            token_hash(code), {"fid": fid, "jti": jti}, keep=self.settings.access_token_ttl
+        state, bound, issued = self.ctx.store.consume_code(
+            token_hash(code), {"fid": fid, "jti": jti}, keep=self.ctx.settings.access_token_ttl
         )
         if state == "missing":
             raise errors.InvalidGrant("The authorization code is invalid or expired.")
         if state == "used":
-            self.store.revoke_family(bound["user_id"], issued["fid"])
-            self.store.revoke_jti(issued["jti"], self.settings.access_token_ttl)
+            self.ctx.store.revoke_family(bound["user_id"], issued["fid"])
+            self.ctx.store.revoke_jti(issued["jti"], self.ctx.settings.access_token_ttl)
             raise errors.InvalidGrant(
                 "The authorization code was already used.", detail=f"code replay; revoked family {issued['fid']}"
             )
@@ -135,8 +117,8 @@ class GrantService:
             )
 
         refresh_token = new_token(32)
-        now = int(self.clock())
-        started = self.store.create_family(
+        now = int(self.ctx.clock())
+        started = self.ctx.store.create_family(
             user_id=bound["user_id"],
             sid=bound["sid"],
             fid=fid,
@@ -144,7 +126,7 @@ class GrantService:
             scope=bound["scope"],
             refresh_hash=token_hash(refresh_token),
             now=now,
-            expires_at=now + self.settings.refresh_token_ttl,
+            expires_at=now + self.ctx.settings.refresh_token_ttl,
             jti=jti,
         )
         if started is None:
@@ -179,11 +161,11 @@ class GrantService:
         requested = scopes.parse(data["scope"]) if data.get("scope") else ""
         successor = self.successor(presented)
         jti = self.tokens.new_jti()
-        rotation = self.store.rotate_refresh(
+        rotation = self.ctx.store.rotate_refresh(
             presented=token_hash(presented),
             successor=token_hash(successor),
-            now=int(self.clock()),
-            grace=self.settings.refresh_reuse_grace,
+            now=int(self.ctx.clock()),
+            grace=self.ctx.settings.refresh_reuse_grace,
             client_id=client_id,
             scope=requested,
             jti=jti,
@@ -195,7 +177,7 @@ class GrantService:
             raise errors.InvalidGrant("The refresh token was already used; its family is revoked.")
         if rotation.outcome not in ("ok", "grace"):
             raise errors.InvalidGrant("The refresh token is invalid, expired or revoked.")
-        self.worker.mark_active(rotation.user_id, rotation.sid, rotation.last_active_at)
+        self.ctx.worker.mark_active(rotation.user_id, rotation.sid, rotation.last_active_at)
         scope = requested or rotation.scope
         access_token, expires_in = self.tokens.mint_access_token(
             user_id=rotation.user_id,

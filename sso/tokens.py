@@ -109,14 +109,23 @@ class TokenService:
     def verify_access_token(self, token: str) -> dict[str, Any]:
         """Signature, algorithm, typ, kid, iss, aud, exp and iat; TokenRejected otherwise."""
         return self.keys.verify(
-            token, typ=ACCESS_TOKEN_TYP, audience=self.settings.access_token_audience, issuer=self.settings.issuer
+            token,
+            typ=ACCESS_TOKEN_TYP,
+            audience=self.settings.access_token_audience,
+            issuer=self.settings.issuer,
+            now=self.clock(),
         )
 
     def verify_id_token_hint(self, token: str) -> dict[str, Any]:
         """An id token we issued to one of our clients; expired ones are accepted
         (OIDC RP-Initiated Logout §2: the hint may have expired)."""
         return self.keys.verify(
-            token, typ=ID_TOKEN_TYP, audience=self.settings.clients, issuer=self.settings.issuer, verify_exp=False
+            token,
+            typ=ID_TOKEN_TYP,
+            audience=self.settings.clients,
+            issuer=self.settings.issuer,
+            now=self.clock(),
+            verify_exp=False,
         )
 
     def active_access_token(self, token: str) -> ActiveAccessToken | None:

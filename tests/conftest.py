@@ -225,10 +225,10 @@ class OAuth:
         assert "code" in query, response.headers["Location"]
         return query["code"][0]
 
-    def exchange(self, code: str, **overrides: Any) -> Any:
+    def exchange(self, code_: str, **overrides: Any) -> Any:
         form = {
             "grant_type": "authorization_code",
-            "code": code,
+            "code": code_,
             "redirect_uri": REDIRECT_URI,
             "code_verifier": VERIFIER,
             "client_id": "fluxer",

@@ -106,3 +106,48 @@ def server_env(settings, **extra: str) -> dict[str, str]:  # type: ignore[no-unt
     }
     env.update(extra)
     return env
+
+
+class LiveFlow:
+    """The OAuth flow over real HTTP against a GunicornServer."""
+
+    def __init__(self, url: str, service_secret: str) -> None:
+        self.url = url
+        self.headers = {"Authorization": f"Service {service_secret}"}
+
+    def login(self, user_id: str = "42") -> str:
+        """A new session; its token is what a browser's SSO cookie would hold."""
+        response = requests.post(
+            f"{self.url}/session/create",
+            headers=self.headers,
+            timeout=5,
+            json={"user_id": user_id, "claims": {"name": "Ada", "email": "ada@example.com"}},
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["token"])
+
+    def code(self, cookie: str, **params: str) -> str:
+        from urllib.parse import parse_qs, urlsplit
+
+        from sso.cookies import COOKIE_NAME
+        from tests.conftest import CHALLENGE, REDIRECT_URI
+
+        query = {"response_type": "code", "client_id": "fluxer", "redirect_uri": REDIRECT_URI, "state": "st",
+                 "code_challenge": CHALLENGE, "code_challenge_method": "S256", "scope": "openid profile email",
+                 **params}  # fmt: skip
+        response = requests.get(
+            f"{self.url}/authorize", params=query, cookies={COOKIE_NAME: cookie}, allow_redirects=False, timeout=5
+        )
+        assert response.status_code == 302, response.text
+        return parse_qs(urlsplit(response.headers["Location"]).query)["code"][0]
+
+    def exchange(self, code: str) -> requests.Response:
+        from tests.conftest import REDIRECT_URI, VERIFIER
+
+        return requests.post(f"{self.url}/token", timeout=10, data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+            "code_verifier": VERIFIER, "client_id": "fluxer"})  # fmt: skip
+
+    def refresh(self, refresh_token: str) -> requests.Response:
+        return requests.post(f"{self.url}/token", timeout=10, data={
+            "grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": "fluxer"})  # fmt: skip
