@@ -19,7 +19,7 @@ install: $(VENV)/.runtime          ## a .venv with the pinned runtime requiremen
 install-dev: $(VENV)/.dev          ## plus the test and lint tools
 
 keys: install                      ## print a fresh RSA-2048 key pair and service secret as .env lines
-	@$(PY) -m config.keygen
+	@SSO_ENV_FILE=/dev/null $(VENV)/bin/flask --app wsgi sso keys
 
 run: install                       ## gunicorn + gevent on $SSO_PORT (writes a development .env if none)
 	@$(PY) -m config.keygen --ensure .env

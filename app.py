@@ -15,11 +15,12 @@ from redis.retry import Retry
 
 from config.settings import Settings, load_settings
 from sso.authorization import AuthorizationService
+from sso.cli import sso as sso_cli
 from sso.clients import ClientRegistry
 from sso.context import OAuthContext
 from sso.discovery import discovery_json
 from sso.grants import GrantService
-from sso.http import register_error_handlers
+from sso.http import register_error_handlers, register_request_hooks
 from sso.keys import KeySet
 from sso.logout import EndSessionService
 from sso.sessions import SessionService
@@ -101,6 +102,8 @@ def create_app(
 
     for blueprint in (meta.bp, session.bp, browser.bp, oauth.bp):
         app.register_blueprint(blueprint)
+    app.cli.add_command(sso_cli)
     register_error_handlers(app)
+    register_request_hooks(app)
     logging.getLogger("sso").setLevel(logging.INFO)
     return app

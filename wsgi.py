@@ -1,4 +1,5 @@
-"""gunicorn's entry point: ``gunicorn -c deploy/gunicorn.conf.py wsgi:app``.
+"""gunicorn's entry point: ``gunicorn -c deploy/gunicorn.conf.py wsgi:app``,
+and the Flask CLI's: ``flask --app wsgi sso --help``.
 
 gevent patches the standard library before anything else imports sockets
 (gunicorn's gevent worker patches too; patching twice is harmless). The
@@ -10,19 +11,32 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
 from dotenv import load_dotenv  # noqa: E402
+from flask import Flask  # noqa: E402
 
 from app import create_app  # noqa: E402
 from config.settings import ConfigError, load_settings  # noqa: E402
+from sso.cli import config_error_app  # noqa: E402
+from sso.logs import configure_logging  # noqa: E402
 
 load_dotenv(os.environ.get("SSO_ENV_FILE", ".env"))
-try:
-    settings = load_settings(os.environ)
-except ConfigError as exc:
-    print(f"fluxer-sso: invalid configuration: {exc}", file=sys.stderr)
-    raise SystemExit(1) from None
+if not logging.getLogger().handlers:  # gunicorn's logconfig_dict has set JSON logging already
+    configure_logging(os.environ.get("SSO_LOG_LEVEL", "info"))
 
-app = create_app(settings)
+
+def _load() -> Flask:
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        if os.path.basename(sys.argv[0]) == "flask":  # let `flask sso keys/check-config` run
+            return config_error_app(exc)
+        print(f"fluxer-sso: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return create_app(settings)
+
+
+app = _load()

@@ -10,8 +10,10 @@ patched it, and starts its own background greenlet in ``post_worker_init``;
 (SIGTERM, SIGHUP reload, max_requests restart).
 """
 
+import glob
 import os
 import sys
+import tempfile
 
 from dotenv import load_dotenv
 
@@ -30,13 +32,34 @@ limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
 control_socket_disable = True  # no gunicornc control socket: one fixed path would clash between instances
+# The app writes one JSON access-log line per request (sso/http.py), so gunicorn's
+# own access log stays off and its error log uses the same JSON formatter.
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("SSO_LOG_LEVEL", "info")
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request": {"()": "sso.logs.RequestContextFilter"}},
+    "formatters": {"json": {"()": "sso.logs.JsonFormatter"}},
+    "handlers": {
+        "json": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["request"],
+            "stream": "ext://sys.stderr",
+        },
+    },  # fmt: skip
+    "root": {"level": loglevel.upper(), "handlers": ["json"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["json"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False},
+    },
+}
 
 
 def on_starting(server):  # noqa: ARG001 - gunicorn hook signature
-    """Validate the configuration once in the master: one clear line, then exit."""
+    """Validate the configuration once in the master, and prepare multiprocess metrics."""
     from config.settings import ConfigError, load_settings
 
     try:
@@ -44,6 +67,20 @@ def on_starting(server):  # noqa: ARG001 - gunicorn hook signature
     except ConfigError as exc:
         print(f"fluxer-sso: invalid configuration: {exc}", file=sys.stderr)
         sys.exit(1)
+    # prometheus_client's multiprocess mode: every worker writes its values under
+    # this directory; /metrics sums them. It must be set before workers import it.
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="fluxer-sso-metrics-")
+    os.makedirs(directory, exist_ok=True)
+    for stale in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(stale)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def child_exit(server, worker):  # noqa: ARG001 - gunicorn hook signature
+    """Drop a dead worker's live gauges from the metrics (counters are kept)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_worker_init(worker):

@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sso import errors, pkce, scopes
+from sso import errors, metrics, pkce, scopes
 from sso.context import OAuthContext
 from sso.digests import b64url, equals, new_token, token_hash
 from sso.tokens import TokenService
@@ -37,6 +37,7 @@ class TokenResponse:
     refresh_token: str
     scope: str
     id_token: str | None = None
+    user_id: str = ""  # for the access log, never in the response
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -100,6 +101,7 @@ class GrantService:
         if state == "missing":
             raise errors.InvalidGrant("The authorization code is invalid or expired.")
         if state == "used":
+            metrics.CODE_REPLAY.inc()
             self.ctx.store.revoke_family(bound["user_id"], issued["fid"])
             self.ctx.store.revoke_jti(issued["jti"], self.ctx.settings.access_token_ttl)
             raise errors.InvalidGrant(
@@ -150,7 +152,8 @@ class GrantService:
                 access_token=access_token,
                 expires_in=expires_in,
             )
-        return TokenResponse(access_token, expires_in, refresh_token, bound["scope"], id_token)
+        metrics.TOKENS_ISSUED.labels("authorization_code").inc()
+        return TokenResponse(access_token, expires_in, refresh_token, bound["scope"], id_token, bound["user_id"])
 
     # -- RFC 6749 §6 ----------------------------------------------------------------
 
@@ -173,6 +176,7 @@ class GrantService:
         if rotation.outcome == "scope":
             raise errors.InvalidScope("The requested scope exceeds what was granted.")
         if rotation.outcome == "reuse":
+            metrics.REFRESH_REUSE.inc()
             log.warning("refresh token reuse detected; family revoked (user %s)", rotation.user_id)
             raise errors.InvalidGrant("The refresh token was already used; its family is revoked.")
         if rotation.outcome not in ("ok", "grace"):
@@ -187,5 +191,6 @@ class GrantService:
             jti=jti,
             session_expires_at=rotation.session_expires_at,
         )
+        metrics.TOKENS_ISSUED.labels("refresh_token").inc()
         # OIDC Core §12.2: no new id token on refresh (it would double the signing cost).
-        return TokenResponse(access_token, expires_in, successor, scope)
+        return TokenResponse(access_token, expires_in, successor, scope, None, rotation.user_id)

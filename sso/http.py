@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
+import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from sso import errors
+from sso import errors, metrics
 from sso.digests import equals
 from sso.schemas import first_error
 
 log = logging.getLogger("sso.http")
+access_log = logging.getLogger("sso.access")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R", bound=BaseResponse)
@@ -180,6 +185,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RedisError)
     def handle_redis_error(exc: RedisError) -> Response:
+        metrics.REDIS_ERRORS.labels("request").inc()
         log.error("%s %s -> redis unavailable: %s", request.method, request.path, type(exc).__name__)
         return error_response(errors.TemporarilyUnavailable())
 
@@ -187,3 +193,38 @@ def register_error_handlers(app: Flask) -> None:
     def handle_unexpected(exc: Exception) -> Response:
         log.exception("%s %s -> unhandled error", request.method, request.path)
         return error_response(errors.SSOError())
+
+
+def note_user(user_id: str) -> None:
+    """Record the request's user for the access log."""
+    g.user_id = user_id
+
+
+def register_request_hooks(app: Flask) -> None:
+    """Request ids, one structured access-log line and metrics per request."""
+
+    @app.before_request
+    def start_request() -> None:
+        g.started = time.perf_counter()
+        presented = request.headers.get("X-Request-ID", "")
+        g.request_id = presented if REQUEST_ID_RE.fullmatch(presented) else uuid.uuid4().hex
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        request_id = getattr(g, "request_id", None) or uuid.uuid4().hex
+        response.headers["X-Request-ID"] = request_id
+        duration = time.perf_counter() - getattr(g, "started", time.perf_counter())
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        metrics.LATENCY.labels(endpoint).observe(duration)
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(duration * 1000, 3),
+                "remote_addr": request.remote_addr,
+            },
+        )
+        return response

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sso import events
+from sso import events, metrics
 from sso.digests import new_token, token_hash
 from sso.store import RedisStore
 from sso.worker import BackgroundWorker
@@ -104,6 +104,7 @@ class SessionService:
                 "claims": json.dumps(session.claims, separators=(",", ":")),
             },
         )
+        metrics.SESSIONS_CREATED.inc()
         self.worker.publish(events.envelope(events.SESSION_CREATED, user_id, [sid], now))
         return token, session
 
@@ -134,11 +135,13 @@ class SessionService:
     def invalidate(self, user_id: str, sids: Sequence[str]) -> list[str]:
         ended = self.store.invalidate(user_id, dict.fromkeys(sids)) if sids else []
         if ended:
+            metrics.SESSIONS_INVALIDATED.inc(len(ended))
             self.worker.publish(events.envelope(events.SESSION_INVALIDATED, user_id, ended, self.clock()))
         return ended
 
     def invalidate_all(self, user_id: str, keep: Sequence[str] = ()) -> list[str]:
         ended = self.store.invalidate_all(user_id, keep)
         if ended:
+            metrics.SESSIONS_INVALIDATED.inc(len(ended))
             self.worker.publish(events.envelope(events.GLOBAL_LOGOUT, user_id, ended, self.clock()))
         return ended

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
+from sso import metrics
 from sso.store import RedisStore
 
 log = logging.getLogger("sso.worker")
@@ -59,11 +60,13 @@ class BackgroundWorker:
             return
         if sid in self._pending or len(self._pending) < self.max_pending:
             self._pending[sid] = (user_id, now)
+            metrics.ACTIVITY_PENDING.set(len(self._pending))
 
     def publish(self, message: str) -> None:
         """Queue an event; when the queue is full the oldest event is dropped."""
         if len(self._events) == self._events.maxlen:
             self.dropped_events += 1
+            metrics.EVENTS_DROPPED.inc()
             log.warning("event queue full; dropping the oldest event")
         self._events.append(message)
         self._wake.set()
@@ -89,13 +92,15 @@ class BackgroundWorker:
             return
         batch, self._pending = self._pending, {}
         try:
-            self.writes += self.store.touch_many(
-                ((user_id, sid, at) for sid, (user_id, at) in batch.items()), self.interval
-            )
+            written = self.store.touch_many(((user_id, sid, at) for sid, (user_id, at) in batch.items()), self.interval)
         except RedisError:
             for sid, mark in batch.items():
                 self._pending.setdefault(sid, mark)
             raise
+        finally:
+            metrics.ACTIVITY_PENDING.set(len(self._pending))
+        self.writes += written
+        metrics.ACTIVITY_WRITES.inc(written)
 
     def _flush_events(self) -> None:
         if not self._events:
@@ -107,8 +112,10 @@ class BackgroundWorker:
         except RedisError:
             room = (self._events.maxlen or len(batch)) - len(self._events)
             self._events.extendleft(reversed(batch[-room:] if room > 0 else []))
+            metrics.EVENTS_FAILED.inc(len(batch))
             raise
         self.published += len(batch)
+        metrics.EVENTS_PUBLISHED.inc(len(batch))
 
     def flush(self) -> bool:
         """One final attempt, logging instead of raising; True when nothing is left."""
@@ -153,6 +160,7 @@ class BackgroundWorker:
             except RedisError as exc:
                 failures += 1
                 self.failures += 1
+                metrics.REDIS_ERRORS.labels("background").inc()
                 log.warning("background write failed (attempt %d): %s", failures, type(exc).__name__)
             except Exception:  # the loop must outlive any bug in one round
                 failures += 1

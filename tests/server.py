@@ -30,6 +30,7 @@ class GunicornServer:
             "SSO_ENV_FILE": "/nonexistent/.env",
             "SSO_GRACEFUL_TIMEOUT": "10",
         }
+        self.metrics_dir: tempfile.TemporaryDirectory[str] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = ""
         self._logfile: tempfile._TemporaryFileWrapper[bytes] | None = None
@@ -41,6 +42,8 @@ class GunicornServer:
     def start(self, timeout: float = 30) -> None:
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         self._logfile = tempfile.NamedTemporaryFile(prefix="sso-gunicorn-")
+        self.metrics_dir = tempfile.TemporaryDirectory(prefix="sso-test-metrics-")
+        self.env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir.name
         self.proc = subprocess.Popen(
             [gunicorn, "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
             cwd=ROOT,
@@ -54,9 +57,9 @@ class GunicornServer:
                 self.stop()
                 raise RuntimeError(f"gunicorn exited: {self.log}")
             try:
-                if requests.get(f"{self.url}/_health", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/_health", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or slow to boot on a busy machine
                 pass
             time.sleep(0.1)
         self.stop()
@@ -84,6 +87,9 @@ class GunicornServer:
             self._logfile = None
         code = self.proc.returncode
         self.proc = None
+        if self.metrics_dir is not None:
+            self.metrics_dir.cleanup()
+            self.metrics_dir = None
         return code
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 import threading
@@ -118,3 +120,63 @@ def test_invalid_configuration_stops_with_one_line(settings):
         "fluxer-sso: invalid configuration: SSO_ACCESS_TOKEN_TTL: must be a non-negative integer, got 'ten'"
     ]
     assert SERVICE_SECRET not in proc.stdout + proc.stderr
+
+
+def test_metrics_sum_across_workers_and_logs_are_json(settings, redis):
+    """/metrics counts every worker's requests (multiprocess mode); every log line is JSON."""
+    srv = GunicornServer(server_env(settings), workers=2)
+    srv.start()
+    try:
+        for n in range(30):
+            create(srv, f"u{n}")
+        text = requests.get(f"{srv.url}/metrics", headers=HEADERS, timeout=5).text
+        assert requests.get(f"{srv.url}/metrics", timeout=5).status_code == 401
+    finally:
+        srv.stop()
+    from tests.test_operations import metric_value
+
+    assert metric_value(text, "sso_sessions_created_total") == 30
+    assert metric_value(text, "sso_http_requests_total", endpoint="/session/create", method="POST", status="201") == 30
+    lines = [line for line in srv.log.splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]  # raises if any line is not JSON
+    access = [p for p in parsed if p.get("logger") == "sso.access"]
+    assert len(access) >= 31 and {p["path"] for p in access} >= {"/session/create", "/metrics"}
+    assert any(p.get("logger") == "gunicorn.error" for p in parsed)
+    assert SERVICE_SECRET not in srv.log
+
+
+def test_reload_under_load_loses_no_request_and_no_activity(settings, redis, prefix):
+    """SIGHUP replaces the workers while requests flow: none fails, every due activity write lands."""
+    srv = GunicornServer(server_env(settings, SSO_ACTIVITY_UPDATE_INTERVAL="300"), workers=2)
+    srv.start()
+    try:
+        sessions = [create(srv, f"r{n}") for n in range(40)]
+        for n, body in enumerate(sessions):
+            redis.hset(f"{prefix}{{r{n}}}:session:{body['session_id_hash']}", "last_active_at", 1000)
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            n = 0
+            while not stop.is_set():
+                body = sessions[n % len(sessions)]
+                r = requests.post(f"{srv.url}/session/validate", json={"token_hash": body["session_id_hash"]},
+                                  headers=HEADERS, timeout=10)  # fmt: skip
+                statuses.append(r.status_code)
+                n += 1
+
+        workers = [threading.Thread(target=load) for _ in range(4)]
+        for w in workers:
+            w.start()
+        time.sleep(0.5)
+        srv.signal(signal.SIGHUP)
+        time.sleep(3)  # old workers drain and exit, new ones serve
+        stop.set()
+        for w in workers:
+            w.join(15)
+    finally:
+        assert srv.stop() == 0
+    assert len(statuses) > 50 and set(statuses) == {200}, (len(statuses), set(statuses))
+    assert srv.log.count("Booting worker") >= 4  # the reload really replaced the workers
+    for n, body in enumerate(sessions):
+        assert int(redis.hget(f"{prefix}{{r{n}}}:session:{body['session_id_hash']}", "last_active_at")) > 1000

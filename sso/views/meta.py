@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from redis.exceptions import RedisError
 
-from sso.http import no_store, services
+from sso import metrics
+from sso.http import no_store, require_service, services
 
 bp = Blueprint("meta", __name__)
 PUBLIC_CACHE = "public, max-age=3600"
@@ -37,3 +38,11 @@ def health() -> tuple[Response, int]:
         body = {"status": "unavailable", "error": "temporarily_unavailable", "error_description": "Redis is down."}
         return no_store(jsonify(body)), 503
     return no_store(jsonify(status="ok")), 200
+
+
+@bp.get("/metrics")
+@require_service
+def prometheus_metrics() -> Response:
+    """Prometheus text for all workers; scrape with ``authorization: {type: Service, credentials: ...}``."""
+    body, content_type = metrics.render()
+    return no_store(Response(body, content_type=content_type))

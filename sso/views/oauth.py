@@ -9,7 +9,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from sso import errors
 from sso.cookies import sso_cookie
-from sso.http import apply_cors, no_store, require_service, service_authenticated, services, use_schema
+from sso.http import apply_cors, no_store, note_user, require_service, service_authenticated, services, use_schema
 from sso.schemas import TokenInputSchema, TokenSchema
 
 bp = Blueprint("oauth", __name__)
@@ -34,7 +34,9 @@ def authorize() -> BaseResponse:
 @bp.post("/token")
 @use_schema(TokenSchema, location="form")
 def token(data: dict[str, Any]) -> Response:
-    return no_store(jsonify(services().grants.token(data).to_json()))
+    issued = services().grants.token(data)
+    note_user(issued.user_id)
+    return no_store(jsonify(issued.to_json()))
 
 
 def _bearer_token() -> str:
@@ -46,7 +48,9 @@ def _bearer_token() -> str:
 
 @bp.route("/userinfo", methods=["GET", "POST"])
 def userinfo() -> Response:
-    return no_store(jsonify(services().tokens.userinfo(_bearer_token())))
+    claims = services().tokens.userinfo(_bearer_token())
+    note_user(claims["sub"])
+    return no_store(jsonify(claims))
 
 
 @bp.post("/introspect")

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify
 from marshmallow import ValidationError
 
 from sso import errors
-from sso.http import no_store, require_service, services, use_schema
+from sso.http import no_store, note_user, require_service, services, use_schema
 from sso.schemas import (
     CreateSessionSchema,
     InvalidateAllSchema,
@@ -25,6 +25,7 @@ _user_id_schema = UserIdSchema()
 @require_service
 @use_schema(CreateSessionSchema)
 def create(data: dict[str, Any]) -> tuple[Response, int]:
+    note_user(data["user_id"])
     token, session = services().sessions.create(
         data["user_id"],
         client_ip=data["client_ip"],
@@ -50,6 +51,7 @@ def validate(data: dict[str, Any]) -> Response:
     session = services().sessions.validate(data["token_hash"])
     if session is None:
         return no_store(jsonify(valid=False))
+    note_user(session.user_id)
     return no_store(jsonify(valid=True, session=session.to_json()))
 
 
@@ -60,6 +62,7 @@ def list_sessions(user_id: str) -> Response:
         _user_id_schema.load({"user_id": user_id})
     except ValidationError:
         raise errors.InvalidRequest("user_id: must be 1-64 characters of A-Z a-z 0-9 _ -") from None
+    note_user(user_id)
     sessions = services().sessions.list_for_user(user_id)
     return no_store(jsonify(sessions=[s.to_json() for s in sessions]))
 
@@ -68,6 +71,7 @@ def list_sessions(user_id: str) -> Response:
 @require_service
 @use_schema(InvalidateSchema)
 def invalidate(data: dict[str, Any]) -> Response:
+    note_user(data["user_id"])
     ended = services().sessions.invalidate(data["user_id"], data["session_id_hashes"])
     return no_store(jsonify(invalidated=ended))
 
@@ -76,5 +80,6 @@ def invalidate(data: dict[str, Any]) -> Response:
 @require_service
 @use_schema(InvalidateAllSchema)
 def invalidate_all(data: dict[str, Any]) -> Response:
+    note_user(data["user_id"])
     ended = services().sessions.invalidate_all(data["user_id"], data["except_session_id_hashes"])
     return no_store(jsonify(invalidated=ended))

@@ -1,0 +1,106 @@
+"""Operator commands: ``flask --app wsgi sso <command>``.
+
+They use the same services as the HTTP API, so ending sessions here publishes
+the same events. The commands do not start the background worker; they flush
+its queue before returning instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from redis.exceptions import RedisError
+
+from config.keygen import env_lines
+from config.settings import ConfigError, load_settings
+
+sso = AppGroup("sso", help="Fluxer SSO operator commands.")
+
+
+def _services():  # type: ignore[no-untyped-def]
+    return current_app.extensions["sso"]
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+@sso.command("keys")
+def keys() -> None:
+    """Print a fresh RSA-2048 key pair and a service secret as .env lines."""
+    click.echo(env_lines(), nl=False)
+
+
+@sso.command("check-config")
+def check_config() -> None:
+    """Validate the configuration and reach Redis, without starting the service."""
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        click.echo(f"invalid configuration: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"configuration OK: issuer {settings.issuer}, clients {', '.join(settings.clients)}, "
+               f"redis {_redacted(settings.redis_url)}")  # fmt: skip
+    try:
+        _services().store.ping()
+    except RedisError as exc:
+        click.echo(f"redis unreachable: {type(exc).__name__}", err=True)
+        sys.exit(2)
+    click.echo("redis OK")
+
+
+@sso.command("sessions")
+@click.argument("user_id")
+def list_sessions(user_id: str) -> None:
+    """List a user's live sessions, most recently active first (JSON lines)."""
+    for session in _services().sessions.list_for_user(user_id):
+        click.echo(json.dumps(session.to_json()))
+
+
+@sso.command("end-session")
+@click.argument("user_id")
+@click.argument("session_id_hashes", nargs=-1, required=True)
+def end_session(user_id: str, session_id_hashes: tuple[str, ...]) -> None:
+    """End sessions of a user by session_id_hash; publishes session-invalidated."""
+    svc = _services()
+    ended = svc.sessions.invalidate(user_id, list(session_id_hashes))
+    flushed = svc.worker.flush()
+    click.echo(json.dumps({"invalidated": ended, "events_published": flushed}))
+
+
+@sso.command("end-all")
+@click.argument("user_id")
+@click.option("--except", "keep", multiple=True, help="A session_id_hash to keep (repeatable).")
+def end_all(user_id: str, keep: tuple[str, ...]) -> None:
+    """End every session of a user; publishes global-logout."""
+    svc = _services()
+    ended = svc.sessions.invalidate_all(user_id, list(keep))
+    flushed = svc.worker.flush()
+    click.echo(json.dumps({"invalidated": ended, "events_published": flushed}))
+
+
+def config_error_app(error: ConfigError) -> Flask:
+    """What ``flask --app wsgi`` gets when the configuration is invalid: ``sso keys``
+    still works (it is how a first configuration is made) and ``sso check-config``
+    names the problem; every other command fails with it."""
+    app = Flask("fluxer-sso-unconfigured")
+    group = AppGroup("sso", help="Fluxer SSO operator commands (configuration invalid).")
+    group.add_command(keys)
+
+    @group.command("check-config")
+    def report() -> None:
+        click.echo(f"invalid configuration: {error}", err=True)
+        sys.exit(1)
+
+    app.cli.add_command(group)
+    return app
