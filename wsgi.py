@@ -4,6 +4,11 @@ gevent patches the standard library before anything else imports sockets
 (gunicorn's gevent worker patches too; patching twice is harmless). The
 background worker is started by gunicorn's ``post_worker_init`` hook in each
 worker, never here.
+
+The service runs behind exactly one proxy, nginx (deploy/nginx), which sets
+X-Forwarded-For, -Proto and -Host; ProxyFix trusts that one hop, so
+``request.remote_addr``, ``request.scheme`` and ``request.host`` are the
+client's. gunicorn must therefore be reachable only through that proxy.
 """
 
 from gevent import monkey
@@ -14,6 +19,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 
 from dotenv import load_dotenv  # noqa: E402
+from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
 
 from app import create_app  # noqa: E402
 from config.settings import ConfigError, load_settings  # noqa: E402
@@ -26,3 +32,4 @@ except ConfigError as exc:
     raise SystemExit(1) from None
 
 app = create_app(settings)
+app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
