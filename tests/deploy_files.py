@@ -8,6 +8,8 @@ test no longer matches fails loudly instead of testing something else.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.server import ROOT
@@ -23,3 +25,17 @@ def substitute(path: Path, replacements: dict[str, str], text: str | None = None
             raise AssertionError(f"{path.relative_to(ROOT)} no longer contains {old!r}; update the test's rendering")
         text = text.replace(old, new)
     return text
+
+
+def gunicorn_graceful_timeout() -> int:
+    """``graceful_timeout`` as deploy/gunicorn.conf.py computes it with no .env file and no override."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import runpy; print(runpy.run_path('deploy/gunicorn.conf.py')['graceful_timeout'])"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "SSO_ENV_FILE": "/dev/null"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return int(result.stdout)

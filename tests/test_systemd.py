@@ -22,7 +22,7 @@ import requests
 
 from config.settings import load_settings
 from tests.conftest import SERVICE_SECRET
-from tests.deploy_files import DEPLOY, substitute
+from tests.deploy_files import DEPLOY, gunicorn_graceful_timeout, substitute
 from tests.server import ROOT, GunicornServer, server_env
 
 UNIT = DEPLOY / "systemd" / "fluxer-sso.service"
@@ -92,17 +92,8 @@ def test_stop_timeout_outlasts_the_graceful_timeout():
     """systemd waits longer than gunicorn's graceful stop, so worker_exit can flush before any SIGKILL."""
     stop_timeout = re.search(r"^TimeoutStopSec=(\d+)s$", UNIT.read_text(), re.MULTILINE)
     assert stop_timeout is not None
-    # The unit sets SSO_ENV_FILE=/dev/null; read gunicorn.conf.py the same way.
-    graceful = subprocess.run(
-        [sys.executable, "-c", "import runpy; print(runpy.run_path('deploy/gunicorn.conf.py')['graceful_timeout'])"],
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "SSO_ENV_FILE": "/dev/null"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    assert int(stop_timeout.group(1)) >= int(graceful.stdout) + 10
+    # The unit sets SSO_ENV_FILE=/dev/null, as gunicorn_graceful_timeout() reads the config.
+    assert int(stop_timeout.group(1)) >= gunicorn_graceful_timeout() + 10
 
 
 @pytest.mark.skipif(not ENV_GENERATOR.exists(), reason="systemd's environment.d generator is not installed")
