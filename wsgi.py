@@ -5,6 +5,11 @@ gevent patches the standard library before anything else imports sockets
 (gunicorn's gevent worker patches too; patching twice is harmless). The
 background worker is started by gunicorn's ``post_worker_init`` hook in each
 worker, never here.
+
+The service runs behind exactly one proxy, nginx (deploy/nginx), which sets
+X-Forwarded-For, -Proto and -Host; ProxyFix trusts that one hop, so
+``request.remote_addr``, ``request.scheme`` and ``request.host`` are the
+client's. gunicorn must therefore be reachable only through that proxy.
 """
 
 from gevent import monkey
@@ -17,6 +22,7 @@ import sys  # noqa: E402
 
 from dotenv import load_dotenv  # noqa: E402
 from flask import Flask  # noqa: E402
+from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
 
 from app import create_app  # noqa: E402
 from config.settings import ConfigError, load_settings  # noqa: E402
@@ -36,7 +42,9 @@ def _load() -> Flask:
             return config_error_app(exc)
         print(f"fluxer-sso: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    return create_app(settings)
+    application = create_app(settings)
+    application.wsgi_app = ProxyFix(application.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    return application
 
 
 app = _load()

@@ -1,0 +1,240 @@
+"""The nginx site (deploy/nginx) in front of a real gunicorn, over HTTPS on loopback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis as redis_lib
+import requests
+
+from tests.conftest import SERVICE_SECRET, make_settings
+from tests.nginx_server import NginxServer, nginx_binary
+from tests.redis_server import free_port
+from tests.server import GunicornServer, server_env
+
+pytestmark = pytest.mark.skipif(
+    nginx_binary() is None, reason="no nginx binary (Debian: apt-get install nginx; .ci/run installs it)"
+)
+
+HEADERS = {"Authorization": f"Service {SERVICE_SECRET}"}
+DENIED = {
+    "error": "access_denied",
+    "error_description": "This endpoint is reachable only from the internal network.",
+}
+SERVICE_ENDPOINTS = [
+    ("POST", "/session/create"),
+    ("POST", "/session/validate"),
+    ("GET", "/session/list/42"),
+    ("POST", "/session/invalidate"),
+    ("POST", "/session/invalidate-all"),
+    ("POST", "/introspect"),
+    ("GET", "/metrics"),
+    ("GET", "/not-a-listed-path"),
+]
+BROWSER_ENDPOINTS = [
+    ("POST", "/session/set-cookie"),
+    ("GET", "/authorize"),
+    ("POST", "/token"),
+    ("GET", "/userinfo"),
+    ("POST", "/revoke"),
+    ("POST", "/logout"),
+    ("GET", "/.well-known/openid-configuration"),
+    ("GET", "/.well-known/jwks.json"),
+    ("GET", "/_health"),
+]
+
+
+@pytest.fixture(scope="module")
+def https_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def gunicorn(redis_url: str, key_pair: tuple[str, str], https_port: int) -> Iterator[GunicornServer]:
+    """One gunicorn for the module, its issuer the HTTPS origin nginx serves."""
+    prefix = f"t{uuid.uuid4().hex[:12]}:"
+    settings = make_settings(redis_url, prefix, key_pair)
+    server = GunicornServer(server_env(settings, SSO_ISSUER=f"https://127.0.0.1:{https_port}"), workers=1)
+    server.start()
+    yield server
+    server.stop()
+    client = redis_lib.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def nginx(gunicorn: GunicornServer, https_port: int) -> Iterator[NginxServer]:
+    """The site as shipped: 127.0.0.1 is an internal network."""
+    server = NginxServer(gunicorn.port, https_port=https_port)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def nginx_outside(gunicorn: GunicornServer) -> Iterator[NginxServer]:
+    """The site with loopback removed from the internal networks: the test client is outside."""
+    server = NginxServer(gunicorn.port, allow_loopback=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+def create_session(nginx: NginxServer) -> dict:
+    response = nginx.request("POST", "/session/create", json={"user_id": "42"}, headers=HEADERS)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def test_site_passes_the_config_test_without_warnings(nginx):
+    """`nginx -t` accepts the shipped site and prints no warning."""
+    assert "test is successful" in nginx.config_test_output
+    assert "[warn]" not in nginx.config_test_output, nginx.config_test_output
+
+
+def test_health_is_served_over_https_with_security_headers(nginx):
+    """/_health answers through TLS with HSTS and the API security headers, and nginx hides its version."""
+    response = nginx.request("GET", "/_health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response.headers["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["Server"] == "nginx"
+
+
+def test_plain_http_redirects_to_https(nginx):
+    """The plain-HTTP server only redirects to the same path and query over HTTPS."""
+    response = requests.get(f"http://127.0.0.1:{nginx.http_port}/_health?a=1", allow_redirects=False, timeout=10)
+    assert response.status_code == 301
+    assert response.headers["Location"] == "https://127.0.0.1/_health?a=1"
+
+
+def test_service_api_works_from_an_internal_network(nginx):
+    """From 127.0.0.1, an internal network as shipped, a session is created and validated through nginx."""
+    body = create_session(nginx)
+    response = nginx.request("POST", "/session/validate", json={"token_hash": body["session_id_hash"]}, headers=HEADERS)
+    assert response.status_code == 200
+    assert response.json()["valid"] is True
+
+
+@pytest.mark.parametrize(("method", "path"), SERVICE_ENDPOINTS)
+def test_service_endpoints_are_denied_outside_the_internal_networks(nginx_outside, method, path):
+    """Outside the internal networks the service API answers nginx's 403 JSON, the secret notwithstanding."""
+    response = nginx_outside.request(method, path, json={"user_id": "42"}, headers=HEADERS)
+    assert response.status_code == 403
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == DENIED
+    assert "Strict-Transport-Security" in response.headers
+
+
+@pytest.mark.parametrize(("method", "path"), BROWSER_ENDPOINTS)
+def test_browser_endpoints_stay_public_outside_the_internal_networks(nginx_outside, method, path):
+    """Browser-facing paths reach the application from anywhere: its own answer, not nginx's deny rule."""
+    response = nginx_outside.request(method, path)
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() != DENIED
+    if path == "/_health":
+        assert response.status_code == 200
+
+
+def test_dot_segments_cannot_reach_the_service_api(nginx_outside):
+    """A public prefix followed by ../ is matched after normalisation, so it is still denied."""
+    context = ssl.create_default_context(cafile=str(nginx_outside.cert))
+    for path in ("/_health/../session/create", "/.well-known/../session/create", "/session/set-cookie/../create"):
+        connection = http.client.HTTPSConnection("127.0.0.1", nginx_outside.https_port, context=context, timeout=10)
+        connection.request(
+            "POST", path, body=b'{"user_id": "42"}', headers={**HEADERS, "Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        assert (response.status, json.loads(response.read())) == (403, DENIED), path
+        connection.close()
+
+
+def test_set_cookie_is_secure_and_logout_from_the_issuer_ends_the_session(nginx):
+    """Through nginx the SSO cookie is Secure and HttpOnly, and a logout from the https issuer origin ends it."""
+    session = create_session(nginx)
+    response = nginx.request(
+        "POST", "/session/set-cookie", json={"token": session["token"]}, headers={"Origin": "http://app.test"}
+    )
+    assert response.status_code == 204
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("__flx_sso_session=")
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    response = nginx.request(
+        "POST",
+        "/logout",
+        data={"invalidate": "session"},
+        headers={"Origin": nginx.url, "Cookie": f"__flx_sso_session={session['token']}"},
+    )
+    assert response.status_code == 204
+    response = nginx.request(
+        "POST", "/session/validate", json={"token_hash": session["session_id_hash"]}, headers=HEADERS
+    )
+    assert response.json() == {"valid": False}
+
+
+def test_the_application_sees_the_https_url_the_client_used(nginx, gunicorn):
+    """Behind nginx the app builds absolute URLs from https and the client's host:port (ProxyFix in wsgi.py)."""
+    # Werkzeug answers a doubled slash inside a route with a redirect to an
+    # absolute URL built from request.scheme and request.host. gunicorn alone
+    # already takes the scheme from nginx at 127.0.0.1 (forwarded_allow_ips);
+    # without ProxyFix the host would lose the client's port.
+    response = nginx.request("GET", "/session//list/42")
+    assert response.status_code == 308
+    assert response.headers["Location"] == f"{nginx.url}/session/list/42"
+    direct = requests.get(f"{gunicorn.url}/session//list/42", allow_redirects=False, timeout=10)
+    assert direct.headers["Location"] == f"{gunicorn.url}/session/list/42"
+
+
+def test_oversized_body_is_refused_by_nginx_as_json(nginx):
+    """A body over 64 KiB gets nginx's own 413, as JSON, before it reaches the application."""
+    response = nginx.request(
+        "POST", "/session/create", data=b"x" * (65 * 1024), headers={**HEADERS, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {
+        "error": "invalid_request",
+        "error_description": "The request body is larger than 64 KiB.",
+    }
+
+
+def test_unreachable_upstream_answers_json_not_html():
+    """With nothing behind it nginx answers 502 with a JSON error body, never its HTML page."""
+    server = NginxServer(free_port())  # nothing listens on the upstream port
+    server.start()
+    try:
+        response = server.request("GET", "/_health")
+    finally:
+        server.stop()
+    assert response.status_code == 502
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {
+        "error": "temporarily_unavailable",
+        "error_description": "The service is temporarily unavailable.",
+    }
+
+
+def test_query_strings_stay_out_of_the_access_log(nginx):
+    """The access log records a request's path and status but never its query string."""
+    marker = uuid.uuid4().hex
+    before = nginx.read_log("access.log")
+    assert nginx.request("GET", f"/_health?id_token_hint={marker}").status_code == 200
+    deadline = time.monotonic() + 5
+    log = before
+    while log == before and time.monotonic() < deadline:  # nginx writes the line just after answering
+        time.sleep(0.05)
+        log = nginx.read_log("access.log")
+    new_lines = log[len(before) :]
+    assert '"GET /_health HTTP/1.1" 200' in new_lines
+    assert marker not in log
