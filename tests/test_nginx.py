@@ -238,3 +238,50 @@ def test_query_strings_stay_out_of_the_access_log(nginx):
     new_lines = log[len(before) :]
     assert '"GET /_health HTTP/1.1" 200' in new_lines
     assert marker not in log
+
+
+def test_whole_oauth_flow_through_nginx_uses_the_https_issuer(nginx, https_port):
+    """authorize -> token -> refresh over HTTPS through nginx: the public https issuer is in redirects and tokens."""
+    import base64
+    from urllib.parse import parse_qs, urlsplit
+
+    from sso.cookies import COOKIE_NAME
+    from tests.conftest import CHALLENGE, REDIRECT_URI, VERIFIER
+
+    issuer = f"https://127.0.0.1:{https_port}"
+    discovery = nginx.request("GET", "/.well-known/openid-configuration").json()
+    assert discovery["issuer"] == issuer and discovery["token_endpoint"] == f"{issuer}/token"
+    session = create_session(nginx)
+    cookie = nginx.request("POST", "/session/set-cookie", json={"token": session["token"]})
+    assert cookie.status_code == 204 and "Secure" in cookie.headers["Set-Cookie"]
+
+    login = nginx.request("GET", "/authorize", params={
+        "response_type": "code", "client_id": "fluxer", "redirect_uri": REDIRECT_URI, "state": "s",
+        "code_challenge": CHALLENGE, "code_challenge_method": "S256", "scope": "openid"})  # fmt: skip
+    assert login.status_code == 302  # no cookie sent: to the login page, returning to the https issuer
+    return_to = parse_qs(urlsplit(login.headers["Location"]).query)["return_to"][0]
+    assert return_to.startswith(f"{issuer}/authorize?")
+
+    authorized = nginx.request("GET", urlsplit(return_to).path + "?" + urlsplit(return_to).query,
+                               cookies={COOKIE_NAME: session["token"]})  # fmt: skip
+    assert authorized.status_code == 302
+    reply = parse_qs(urlsplit(authorized.headers["Location"]).query)
+    assert reply["iss"] == [issuer] and reply["state"] == ["s"]
+
+    tokens = nginx.request("POST", "/token", data={
+        "grant_type": "authorization_code", "code": reply["code"][0], "redirect_uri": REDIRECT_URI,
+        "code_verifier": VERIFIER, "client_id": "fluxer"})  # fmt: skip
+    assert tokens.status_code == 200, tokens.text
+    body = tokens.json()
+
+    def claims(jwt: str) -> dict:
+        return json.loads(base64.urlsafe_b64decode(jwt.split(".")[1] + "=="))
+
+    assert claims(body["access_token"])["iss"] == issuer and claims(body["id_token"])["iss"] == issuer
+    refreshed = nginx.request("POST", "/token", data={
+        "grant_type": "refresh_token", "refresh_token": body["refresh_token"], "client_id": "fluxer"})  # fmt: skip
+    assert refreshed.status_code == 200 and claims(refreshed.json()["access_token"])["iss"] == issuer
+    userinfo = nginx.request(
+        "GET", "/userinfo", headers={"Authorization": f"Bearer {refreshed.json()['access_token']}"}
+    )
+    assert userinfo.status_code == 200 and userinfo.json()["sub"] == "42"
