@@ -12,7 +12,6 @@ import datetime
 import ipaddress
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -28,6 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.deploy_files import DEPLOY, substitute
 from tests.redis_server import free_port
+from tests.server import terminate
 
 NGINX_DIR = DEPLOY / "nginx"
 SITE = NGINX_DIR / "fluxer-sso.conf"
@@ -173,12 +173,6 @@ class NginxServer:
     def stop(self, timeout: float = 10) -> None:
         """Fast shutdown (SIGTERM), then remove every file this server wrote."""
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc, timeout)
             self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)

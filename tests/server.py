@@ -17,6 +17,18 @@ from tests.redis_server import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """SIGTERM, wait up to timeout, then SIGKILL; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return int(proc.returncode)
+
+
 class GunicornServer:
     """``gunicorn -c deploy/gunicorn.conf.py wsgi:app`` with the given environment."""
 
@@ -73,19 +85,12 @@ class GunicornServer:
         """SIGTERM (a graceful stop) and wait; returns the exit code."""
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        code = terminate(self.proc, timeout)
         if self._logfile is not None:
             self._logfile.seek(0)
             self.log = self._logfile.read().decode(errors="replace")
             self._logfile.close()
             self._logfile = None
-        code = self.proc.returncode
         self.proc = None
         if self.metrics_dir is not None:
             self.metrics_dir.cleanup()

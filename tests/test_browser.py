@@ -138,3 +138,19 @@ def test_logout_accepts_same_origin_and_referer(client):
 def test_logout_rejects_unknown_invalidate_value(client):
     response = client.post("/logout", data={"invalidate": "everyone"}, headers={"Origin": APP})
     assert response.status_code == 400 and response.get_json()["error_description"].startswith("invalidate")
+
+
+@pytest.mark.parametrize("origin", ["http://evil.test", "null", "http://app.test.evil.test"])
+def test_set_cookie_refuses_foreign_origins(api, client, origin):
+    """A third-party page cannot plant a session cookie (login CSRF, session fixation)."""
+    body = api.create("42")
+    response = client.post("/session/set-cookie", json={"token": body["token"]}, headers={"Origin": origin})
+    assert response.status_code == 403 and response.get_json()["error"] == "access_denied"
+    assert "Set-Cookie" not in response.headers
+
+
+def test_set_cookie_rejects_non_json_simple_requests(api, client):
+    """A cross-site HTML form (text/plain or urlencoded) cannot reach the endpoint."""
+    body = api.create("42")
+    response = client.post("/session/set-cookie", data=f'{{"token": "{body["token"]}"}}', content_type="text/plain")
+    assert response.status_code == 415 and "Set-Cookie" not in response.headers
