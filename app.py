@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import redis
 from flask import Flask
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from config.settings import Settings, load_settings
@@ -30,7 +31,7 @@ from sso.views import browser, meta, oauth, session
 from sso.worker import BackgroundWorker
 
 MAX_BODY_BYTES = 64 * 1024
-REDIS_TIMEOUT = 1.0  # seconds; with one retry a dead Redis answers 503 within ~2 s
+REDIS_TIMEOUT = 1.0  # seconds: a dead or stalled Redis answers 503 within ~2 s
 
 
 @dataclass
@@ -59,7 +60,10 @@ def redis_client(url: str) -> redis.Redis:
         decode_responses=True,
         socket_timeout=REDIS_TIMEOUT,
         socket_connect_timeout=REDIS_TIMEOUT,
-        retry=Retry(NoBackoff(), 1),
+        # Retry once on a broken connection (a pooled socket to a Redis that has
+        # restarted), never on a timeout: a timed-out script may still run, and
+        # running a rotation or a code redemption twice would be a wrong answer.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         health_check_interval=30,
     )
 
@@ -77,7 +81,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     client = redis_connection or redis_client(settings.redis_url)
-    store = RedisStore(client, settings.redis_prefix, access_token_ttl=settings.access_token_ttl)
+    store = RedisStore(client, settings.redis_prefix)
     worker = BackgroundWorker(store, interval=settings.activity_update_interval, clock=clock)
     keys = KeySet(settings.jwt_private_key, [settings.jwt_public_key])
     sessions = SessionService(store, worker, ttl=settings.session_ttl, clock=clock)

@@ -66,7 +66,7 @@ class AuthorizationService:
             return append_query(redirect_uri, reply)
 
     def _authorize(self, params: Params, client_id: str, redirect_uri: str, cookie_token: str | None) -> str:
-        single = {name: _single(params, name, errors.InvalidRequest) for name in params}
+        single = {name: _single(params, name, errors.InvalidRequest) for name in self._schema.fields if name in params}
         try:
             data: dict[str, Any] = self._schema.load({k: v for k, v in single.items() if v is not None})
         except ValidationError as exc:
@@ -94,20 +94,37 @@ class AuthorizationService:
         if not prompts <= PROMPTS or ("none" in prompts and len(prompts) > 1):
             raise errors.InvalidRequest("prompt: unsupported value or combination")
 
+        now = int(self.ctx.clock())
+        floor, max_age = data.get("auth_after"), data.get("max_age")
+        if floor is not None and floor > now + 60:
+            raise errors.InvalidRequest("auth_after: in the future")
         session = self.sessions.from_token(cookie_token) if cookie_token else None
-        max_age = data.get("max_age")
-        stale = session is not None and max_age is not None and self.ctx.clock() - session.created_at > max_age
-        if session is None or stale or "login" in prompts:
+        fresh_login_needed = "login" in prompts or max_age is not None or floor is not None
+        stale = session is not None and (
+            "login" in prompts
+            or (max_age is not None and now - session.created_at > max_age)
+            or (floor is not None and session.created_at < floor)
+        )
+        if session is None or stale:
             if "none" in prompts:
                 raise errors.LoginRequired()
-            return self._login_redirect(single, strip_prompt="login" in prompts)
+            return self._login_redirect(single, now if fresh_login_needed else None)
 
         assert session is not None
         return self._issue_code(session, client_id, redirect_uri, challenge, scope, data, single.get("state"))
 
-    def _login_redirect(self, params: Mapping[str, str | None], *, strip_prompt: bool) -> str:
-        """Send the browser to the login page, which returns it here afterwards."""
-        query = {k: v for k, v in params.items() if v is not None and not (strip_prompt and k == "prompt")}
+    def _login_redirect(self, params: Mapping[str, str | None], floor: int | None) -> str:
+        """Send the browser to the login page, which returns it here afterwards.
+
+        When the request asked for a fresh login (``prompt=login``, ``max_age``),
+        ``return_to`` carries ``auth_after=<now>`` instead: coming back, only a
+        session created after this moment is accepted. Keeping ``prompt=login``
+        or a short ``max_age`` would send the browser round in circles.
+        """
+        query = {k: v for k, v in params.items() if v is not None}
+        if floor is not None:
+            query = {k: v for k, v in query.items() if k not in ("prompt", "max_age", "auth_after")}
+            query["auth_after"] = str(floor)
         return_to = f"{self.ctx.settings.issuer}/authorize?{urlencode(query)}"
         return append_query(self.ctx.settings.login_url, {"return_to": return_to})
 

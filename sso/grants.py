@@ -94,33 +94,26 @@ class GrantService:
         if len(code) > MAX_TOKEN_LENGTH:
             raise errors.InvalidGrant()
 
-        fid, jti = new_token(16), self.tokens.new_jti()
-        state, bound, issued = self.ctx.store.consume_code(
-            token_hash(code), {"fid": fid, "jti": jti}, keep=self.ctx.settings.access_token_ttl
-        )
-        if state == "missing":
+        code_hash, keep = token_hash(code), self.ctx.settings.access_token_ttl
+        bound = self.ctx.store.read_code(code_hash)
+        if bound is None:
             raise errors.InvalidGrant("The authorization code is invalid or expired.")
-        if state == "used":
-            metrics.CODE_REPLAY.inc()
-            self.ctx.store.revoke_family(bound["user_id"], issued["fid"])
-            self.ctx.store.revoke_jti(issued["jti"], self.ctx.settings.access_token_ttl)
-            raise errors.InvalidGrant(
-                "The authorization code was already used.", detail=f"code replay; revoked family {issued['fid']}"
-            )
         checks = (
             equals(client_id, bound["client_id"]),
             equals(redirect_uri, bound["redirect_uri"]),
             pkce.verify(verifier, bound["code_challenge"]),
         )
         if not all(checks):
+            self.ctx.store.burn_code(code_hash, keep)  # no second guess at the verifier
             raise errors.InvalidGrant(
                 "The code was not issued to this client, redirect_uri or code_verifier.",
                 detail=f"code binding mismatch (client, redirect_uri, pkce) = {checks}",
             )
 
-        refresh_token = new_token(32)
+        fid, jti, refresh_token = new_token(16), self.tokens.new_jti(), new_token(32)
         now = int(self.ctx.clock())
-        started = self.ctx.store.create_family(
+        outcome, started, issued = self.ctx.store.redeem_code(
+            code_hash,
             user_id=bound["user_id"],
             sid=bound["sid"],
             fid=fid,
@@ -130,9 +123,19 @@ class GrantService:
             now=now,
             expires_at=now + self.ctx.settings.refresh_token_ttl,
             jti=jti,
+            access_expires_at=now + self.ctx.settings.access_token_ttl,
+            keep=keep,
         )
-        if started is None:
+        if outcome == "used":
+            metrics.CODE_REPLAY.inc()
+            if "fid" in issued:
+                self.ctx.store.revoke_family(bound["user_id"], issued["fid"], now)
+                self.ctx.store.revoke_jti(issued["jti"], self.ctx.settings.access_token_ttl)
+            raise errors.InvalidGrant("The authorization code was already used.", detail="code replay; family revoked")
+        if outcome == "ended":
             raise errors.InvalidGrant("The session behind this code has ended.")
+        if outcome != "ok" or started is None:
+            raise errors.InvalidGrant("The authorization code is invalid or expired.")
         access_token, expires_in = self.tokens.mint_access_token(
             user_id=bound["user_id"],
             sid=bound["sid"],
@@ -172,6 +175,7 @@ class GrantService:
             client_id=client_id,
             scope=requested,
             jti=jti,
+            access_expires_at=int(self.ctx.clock()) + self.ctx.settings.access_token_ttl,
         )
         if rotation.outcome == "scope":
             raise errors.InvalidScope("The requested scope exceeds what was granted.")

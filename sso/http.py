@@ -47,13 +47,16 @@ def services() -> Any:
     return current_app.extensions["sso"]
 
 
-def _single_values(multi: Any) -> dict[str, str]:
+def _single_values(multi: Any, known: Iterable[str]) -> dict[str, str]:
+    """One value per known parameter; a known one repeated is invalid_request (RFC 6749 §3.1),
+    unknown ones are left out."""
     data: dict[str, str] = {}
-    for key in multi:
+    for key in known:
         values = multi.getlist(key)
         if len(values) > 1:
             raise errors.InvalidRequest(f"{key}: parameter repeated")
-        data[key] = values[0]
+        if values:
+            data[key] = values[0]
     return data
 
 
@@ -62,20 +65,23 @@ def load_input(schema: Schema, location: str) -> dict[str, Any]:
     if location == "json":
         if not request.is_json:
             raise errors.UnsupportedMediaType("Content-Type must be application/json.")
-        payload = request.get_json(silent=True)
+        try:
+            payload = request.get_json(silent=True)
+        except RecursionError:  # JSON nested thousands deep
+            raise errors.InvalidRequest("body: nested too deeply") from None
         if not isinstance(payload, dict):
             raise errors.InvalidRequest("body: must be a JSON object")
     elif location == "form":
         if request.mimetype != "application/x-www-form-urlencoded":
             raise errors.UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded.")
-        payload = _single_values(request.form)
+        payload = _single_values(request.form, schema.fields)
     elif location == "query":
-        payload = _single_values(request.args)
+        payload = _single_values(request.args, schema.fields)
     elif location == "values":
         if request.method == "POST" and request.mimetype not in ("application/x-www-form-urlencoded", ""):
             raise errors.UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded.")
-        payload = _single_values(request.args)
-        for key, value in _single_values(request.form).items():
+        payload = _single_values(request.args, schema.fields)
+        for key, value in _single_values(request.form, schema.fields).items():
             if key in payload:
                 raise errors.InvalidRequest(f"{key}: parameter repeated")
             payload[key] = value

@@ -29,6 +29,7 @@ from sso.digests import b64url
 
 ALGORITHM = "RS256"
 MAX_TOKEN_LENGTH = 8192
+MAX_HEADER_LENGTH = 1024  # our headers are ~110 characters; nothing legitimate is near this
 _TYP_ALIASES = {"at+jwt": ("at+jwt", "application/at+jwt"), "JWT": ("jwt", "application/jwt")}
 
 
@@ -86,9 +87,11 @@ class KeySet:
         segments = token.split(".")
         if len(segments) != 3:
             raise TokenRejected("not a compact JWS")
+        if len(segments[0]) > MAX_HEADER_LENGTH:
+            raise TokenRejected("oversized header")
         try:
             header = json.loads(_b64decode(segments[0]))
-        except (ValueError, binascii.Error) as exc:
+        except (ValueError, binascii.Error, RecursionError) as exc:
             raise TokenRejected("unreadable header") from exc
         if not isinstance(header, dict) or header.get("alg") != ALGORITHM:
             raise TokenRejected("algorithm is not RS256")
@@ -116,7 +119,7 @@ class KeySet:
                     "leeway": 0,
                 },
             )
-        except JOSEError as exc:
+        except (JOSEError, RecursionError) as exc:  # a deeply nested payload must not become a 500
             raise TokenRejected(f"python-jose: {type(exc).__name__}") from exc
         aud = claims.get("aud")
         token_audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []

@@ -13,9 +13,28 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates
 
-USER_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="must be 1-64 characters of A-Z a-z 0-9 _ -")
-SESSION_HASH = validate.Regexp(r"^[A-Za-z0-9_-]{43}$", error="must be a base64url SHA-256 hash (43 characters)")
+# \Z, not $: marshmallow's Regexp uses re.match, and $ also matches before a final newline.
+USER_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}\Z", error="must be 1-64 characters of A-Z a-z 0-9 _ -")
+SESSION_HASH = validate.Regexp(r"^[A-Za-z0-9_-]{43}\Z", error="must be a base64url SHA-256 hash (43 characters)")
+URI = validate.Regexp(r"^[\x21-\x7E]+\Z", error="must be a URI of printable ASCII characters")
 MAX_CLAIMS_BYTES = 4096
+
+
+class Text(fields.String):
+    """A string that is real Unicode text: no lone surrogates (which Redis and JSON
+    encoders refuse) and no NUL."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError("must be valid Unicode text") from None
+        if "\x00" in text:
+            raise ValidationError("must not contain NUL characters")
+        return text
+
+
 MAX_HASHES = 1000
 
 
@@ -36,11 +55,11 @@ class ServiceSchema(Schema):
 
 
 class CreateSessionSchema(ServiceSchema):
-    user_id = fields.String(required=True, validate=USER_ID)
-    client_ip = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=45))
-    user_agent = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=512))
-    platform = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
-    claims = fields.Dict(keys=fields.String(), load_default=None, allow_none=True)
+    user_id = Text(required=True, validate=USER_ID)
+    client_ip = Text(load_default=None, allow_none=True, validate=validate.Length(max=45))
+    user_agent = Text(load_default=None, allow_none=True, validate=validate.Length(max=512))
+    platform = Text(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    claims = fields.Dict(keys=Text(), load_default=None, allow_none=True)
 
     @validates("client_ip")
     def _ip(self, value: str | None, **_: Any) -> None:
@@ -54,7 +73,11 @@ class CreateSessionSchema(ServiceSchema):
     def _claims(self, value: dict[str, Any] | None, **_: Any) -> None:
         if value is None:
             return
-        if len(json.dumps(value, separators=(",", ":"))) > MAX_CLAIMS_BYTES:
+        try:
+            encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            raise ValidationError("must not contain NaN or Infinity") from None
+        if len(encoded) > MAX_CLAIMS_BYTES:
             raise ValidationError(f"must serialise to at most {MAX_CLAIMS_BYTES} bytes")
         for key, item in value.items():
             if isinstance(item, dict | list):
@@ -62,36 +85,36 @@ class CreateSessionSchema(ServiceSchema):
 
 
 class ValidateSessionSchema(ServiceSchema):
-    token_hash = fields.String(required=True, validate=SESSION_HASH)
+    token_hash = Text(required=True, validate=SESSION_HASH)
 
 
 class InvalidateSchema(ServiceSchema):
-    user_id = fields.String(required=True, validate=USER_ID)
+    user_id = Text(required=True, validate=USER_ID)
     session_id_hashes = fields.List(
-        fields.String(validate=SESSION_HASH), required=True, validate=validate.Length(max=MAX_HASHES)
+        Text(validate=SESSION_HASH), required=True, validate=validate.Length(max=MAX_HASHES)
     )
 
 
 class InvalidateAllSchema(ServiceSchema):
-    user_id = fields.String(required=True, validate=USER_ID)
+    user_id = Text(required=True, validate=USER_ID)
     except_session_id_hashes = fields.List(
-        fields.String(validate=SESSION_HASH), load_default=list, validate=validate.Length(max=MAX_HASHES)
+        Text(validate=SESSION_HASH), load_default=list, validate=validate.Length(max=MAX_HASHES)
     )
 
 
 class SetCookieSchema(ServiceSchema):
-    token = fields.String(required=True, validate=validate.Length(min=1, max=512))
+    token = Text(required=True, validate=validate.Length(min=1, max=512))
 
 
 class LogoutSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    invalidate = fields.String(load_default=None, validate=validate.OneOf(["session", "all"]))
+    invalidate = Text(load_default=None, validate=validate.OneOf(["session", "all"]))
 
 
 class UserIdSchema(Schema):
-    user_id = fields.String(required=True, validate=USER_ID)
+    user_id = Text(required=True, validate=USER_ID)
 
 
 class OAuthSchema(Schema):
@@ -101,14 +124,14 @@ class OAuthSchema(Schema):
         unknown = EXCLUDE
 
 
-def _text(limit: int = 2048) -> fields.String:
-    return fields.String(load_default=None, validate=validate.Length(max=limit))
+def _text(limit: int = 2048, *extra: validate.Validator) -> Text:
+    return Text(load_default=None, validate=[validate.Length(max=limit), *extra])
 
 
 class AuthorizeSchema(OAuthSchema):
     response_type = _text(64)
     client_id = _text(64)
-    redirect_uri = _text()
+    redirect_uri = _text(2048, URI)
     state = _text(1024)
     code_challenge = _text(128)
     code_challenge_method = _text(16)
@@ -116,9 +139,11 @@ class AuthorizeSchema(OAuthSchema):
     nonce = _text(512)
     prompt = _text(64)
     max_age = fields.Integer(load_default=None, strict=False, validate=validate.Range(min=0))
+    # Not OAuth: set by this service in the login return_to (sso/authorization.py).
+    auth_after = fields.Integer(load_default=None, strict=False, validate=validate.Range(min=0))
     response_mode = _text(32)
-    request = fields.String(load_default=None)
-    request_uri = fields.String(load_default=None)
+    request = Text(load_default=None)
+    request_uri = Text(load_default=None)
     id_token_hint = _text(8192)
     login_hint = _text(256)
     ui_locales = _text(256)
@@ -137,7 +162,7 @@ class TokenSchema(OAuthSchema):
 class TokenInputSchema(OAuthSchema):
     """/introspect and /revoke (RFC 7662 §2.1, RFC 7009 §2.1)."""
 
-    token = fields.String(required=True, validate=validate.Length(min=1, max=8192))
+    token = Text(required=True, validate=validate.Length(min=1, max=8192))
     token_type_hint = _text(64)
     client_id = _text(64)
 
@@ -146,7 +171,7 @@ class EndSessionSchema(OAuthSchema):
     """OpenID Connect RP-Initiated Logout 1.0 §2."""
 
     id_token_hint = _text(8192)
-    post_logout_redirect_uri = _text()
+    post_logout_redirect_uri = _text(2048, URI)
     state = _text(1024)
     client_id = _text(64)
     logout_hint = _text(256)

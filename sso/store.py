@@ -6,7 +6,7 @@ Key layout (``P`` is ``SSO_REDIS_PREFIX``)::
     P{<user>}:sessions          zset   sid -> expires_at (listing)   TTL = latest expiry
     P{<user>}:families:<sid>    set    refresh families of a session TTL = session expiry
     P{<user>}:family:<fid>      hash   one refresh rotation family   TTL = family expiry
-    P{<user>}:jtis:<fid>        set    access token ids of a family  TTL = access token TTL
+    P{<user>}:jtis:<fid>        zset   access token ids of a family, scored by exp; TTL = the latest exp
     Psid:<sid>                  string sid -> user id                TTL = session expiry
     Prt:<hash>                  string refresh token hash -> "<user> <fid>"
     Pcode:<hash>                hash   authorization code            TTL = 60 s
@@ -30,18 +30,27 @@ from typing import Any
 import redis
 
 # Lua: delete one refresh family, unlink it from its session and deny the
-# access tokens minted from it (RFC 7009 §2.1) until they expire.
+# access tokens minted from it (RFC 7009 §2.1) that have not expired yet, each
+# until its own exp. The family's jtis are a zset scored by exp.
 _REVOKE_FAMILY_FN = """
-local function revoke_family(base, fam, jti_prefix, ttl)
+local function revoke_family(base, fam, jti_prefix, now)
   local fid = string.sub(fam, #base + 8)
   local sid = redis.call('HGET', fam, 'sid')
   if sid then redis.call('SREM', base .. 'families:' .. sid, fid) end
   local jtis = base .. 'jtis:' .. fid
-  for _, jti in ipairs(redis.call('SMEMBERS', jtis)) do
-    redis.call('SET', jti_prefix .. jti, '1', 'EX', ttl)
+  local live = redis.call('ZRANGEBYSCORE', jtis, '(' .. now, '+inf', 'WITHSCORES')
+  for i = 1, #live, 2 do
+    redis.call('SET', jti_prefix .. live[i], '1', 'EX', tonumber(live[i + 1]) - now)
   end
   redis.call('DEL', jtis)
   return redis.call('DEL', fam)
+end
+
+-- Record an access token minted from a family; expired entries are pruned.
+local function remember_jti(jtis, jti, exp, now)
+  redis.call('ZREMRANGEBYSCORE', jtis, '-inf', now)
+  redis.call('ZADD', jtis, exp, jti)
+  redis.call('EXPIRE', jtis, math.max(1, exp - now))
 end
 """
 
@@ -127,41 +136,46 @@ redis.call('HSET', KEYS[1], 'last_active_at', ARGV[1])
 return 1
 """
 
-_CONSUME_CODE = """
--- KEYS: code. ARGV: issued marker, ttl kept after use (to detect replays).
-local data = redis.call('HGET', KEYS[1], 'data')
-if not data then return false end
+_REDEEM_CODE = (
+    _REVOKE_FAMILY_FN
+    + """
+-- KEYS: code, session record, family, families set, refresh pointer, family jtis.
+-- ARGV: issued marker, ttl kept after use, now, fid, sid, client_id, scope, refresh hash,
+--       family max expiry, user, jti, access token max expiry
+-- Marks the code used and starts its refresh family in one step, so a replay
+-- always finds the family it has to revoke. The same marker again is a client
+-- library retrying this very redemption: it gets the same answer.
+local now = tonumber(ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local issued = redis.call('HGET', KEYS[1], 'issued')
-if issued then return {'used', data, issued} end
+if issued and issued ~= ARGV[1] then return {'used', issued} end
+local rec = redis.call('HMGET', KEYS[2], 'expires_at', 'created_at')
+if issued then
+  local exp = redis.call('HGET', KEYS[3], 'expires_at')
+  if not exp or not rec[1] then return {'ended'} end
+  return {'ok', rec[1], rec[2], exp}
+end
 redis.call('HSET', KEYS[1], 'issued', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return {'fresh', data}
-"""
-
-_CREATE_FAMILY = """
--- KEYS: session record, family, families set, refresh pointer, family's access token ids.
--- ARGV: now, fid, sid, client_id, scope, refresh hash, family max expiry, user, jti, access ttl
-local now = tonumber(ARGV[1])
-local rec = redis.call('HMGET', KEYS[1], 'expires_at', 'created_at', 'last_active_at', 'claims')
-if not rec[1] or tonumber(rec[1]) <= now then return false end
-local exp = math.min(tonumber(ARGV[7]), tonumber(rec[1]))
-redis.call('HSET', KEYS[2], 'sid', ARGV[3], 'client_id', ARGV[4], 'scope', ARGV[5], 'current', ARGV[6],
+if not rec[1] or tonumber(rec[1]) <= now then return {'ended'} end
+local exp = math.min(tonumber(ARGV[9]), tonumber(rec[1]))
+redis.call('HSET', KEYS[3], 'sid', ARGV[5], 'client_id', ARGV[6], 'scope', ARGV[7], 'current', ARGV[8],
   'expires_at', exp, 'created_at', now)
-redis.call('EXPIRE', KEYS[2], exp - now)
-redis.call('SADD', KEYS[3], ARGV[2])
-redis.call('EXPIRE', KEYS[3], tonumber(rec[1]) - now)
-redis.call('SET', KEYS[4], ARGV[8] .. ' ' .. ARGV[2], 'EX', exp - now)
-redis.call('SADD', KEYS[5], ARGV[9])
-redis.call('EXPIRE', KEYS[5], ARGV[10])
-return {rec[1], rec[2], rec[3], rec[4], tostring(exp)}
+redis.call('EXPIRE', KEYS[3], exp - now)
+redis.call('SADD', KEYS[4], ARGV[4])
+redis.call('EXPIRE', KEYS[4], tonumber(rec[1]) - now)
+redis.call('SET', KEYS[5], ARGV[10] .. ' ' .. ARGV[4], 'EX', exp - now)
+remember_jti(KEYS[6], ARGV[11], math.min(tonumber(ARGV[12]), tonumber(rec[1])), now)
+return {'ok', rec[1], rec[2], tostring(exp)}
 """
+)
 
 _ROTATE_REFRESH = (
     _REVOKE_FAMILY_FN
     + """
 -- KEYS: pointer of the presented token.
 -- ARGV: prefix, now, presented hash, successor hash, grace, client_id, requested scope ('' = same),
---       jti of the access token about to be minted, access token ttl
+--       jti of the access token about to be minted, its max expiry
 local pointer = redis.call('GET', KEYS[1])
 if not pointer then return {'invalid'} end
 local sep = string.find(pointer, ' ', 1, true)
@@ -178,30 +192,34 @@ for s in string.gmatch(ARGV[7], '%S+') do
   if not granted[s] then return {'scope'} end
 end
 local sess = redis.call('HMGET', base .. 'session:' .. f[1], 'expires_at', 'created_at', 'last_active_at', 'claims')
-local jti_prefix, access_ttl = ARGV[1] .. 'jti:', ARGV[9]
+local jti_prefix, jtis = ARGV[1] .. 'jti:', base .. 'jtis:' .. fid
 if not sess[1] or tonumber(sess[1]) <= now or tonumber(f[7]) <= now then
-  revoke_family(base, fam, jti_prefix, access_ttl)
+  revoke_family(base, fam, jti_prefix, now)
   return {'invalid'}
 end
 local result = {'', user, f[1], f[3], sess[1], sess[2], sess[3], sess[4] or '', f[7]}
-local function remember_jti()
-  redis.call('SADD', base .. 'jtis:' .. fid, ARGV[8])
-  redis.call('EXPIRE', base .. 'jtis:' .. fid, access_ttl)
-end
+local jti_exp = math.min(tonumber(ARGV[9]), tonumber(sess[1]))
 if f[4] == ARGV[3] then
   local ttl = tonumber(f[7]) - now
   redis.call('HSET', fam, 'prev', ARGV[3], 'current', ARGV[4], 'rotated_at', now)
   redis.call('SET', ARGV[1] .. 'rt:' .. ARGV[4], pointer, 'EX', ttl)
-  remember_jti()
+  remember_jti(jtis, ARGV[8], jti_exp, now)
   result[1] = 'ok'
   return result
 end
-if tonumber(ARGV[5]) > 0 and f[5] == ARGV[3] and f[4] == ARGV[4] and now - tonumber(f[6]) <= tonumber(ARGV[5]) then
-  remember_jti()
-  result[1] = 'grace'
-  return result
+if f[5] == ARGV[3] and f[4] == ARGV[4] then
+  -- the same request retried by the Redis client (same jti): the same answer
+  if redis.call('ZSCORE', jtis, ARGV[8]) then
+    result[1] = 'ok'
+    return result
+  end
+  if tonumber(ARGV[5]) > 0 and now - tonumber(f[6]) <= tonumber(ARGV[5]) then
+    remember_jti(jtis, ARGV[8], jti_exp, now)
+    result[1] = 'grace'
+    return result
+  end
 end
-revoke_family(base, fam, jti_prefix, access_ttl)
+revoke_family(base, fam, jti_prefix, now)
 return {'reuse', user, f[1]}
 """
 )
@@ -209,7 +227,7 @@ return {'reuse', user, f[1]}
 _REVOKE_REFRESH = (
     _REVOKE_FAMILY_FN
     + """
--- KEYS: pointer. ARGV: prefix, client_id ('' = any: service authentication), access token ttl.
+-- KEYS: pointer. ARGV: prefix, client_id ('' = any: service authentication), now.
 local pointer = redis.call('GET', KEYS[1])
 if not pointer then return 0 end
 local sep = string.find(pointer, ' ', 1, true)
@@ -219,15 +237,15 @@ local fam = base .. 'family:' .. fid
 local owner = redis.call('HGET', fam, 'client_id')
 if not owner then return 0 end
 if ARGV[2] ~= '' and owner ~= ARGV[2] then return -1 end
-return revoke_family(base, fam, ARGV[1] .. 'jti:', ARGV[3])
+return revoke_family(base, fam, ARGV[1] .. 'jti:', tonumber(ARGV[3]))
 """
 )
 
 _REVOKE_FAMILY = (
     _REVOKE_FAMILY_FN
     + """
--- KEYS: family. ARGV: base, jti key prefix, access token ttl.
-return revoke_family(ARGV[1], KEYS[1], ARGV[2], ARGV[3])
+-- KEYS: family. ARGV: base, jti key prefix, now.
+return revoke_family(ARGV[1], KEYS[1], ARGV[2], tonumber(ARGV[3]))
 """
 )
 
@@ -266,8 +284,6 @@ class Rotation:
 class FamilyStart:
     session_expires_at: int
     auth_time: int
-    last_active_at: int
-    claims: str
     family_expires_at: int
 
 
@@ -289,17 +305,15 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
 class RedisStore:
     """Session, code and token state in Redis; takes a ready client."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "sso:", *, access_token_ttl: int = 900) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "sso:") -> None:
         self.redis = client
         self.prefix = prefix
-        self.access_token_ttl = access_token_ttl  # how long a denied jti must stay denied
         self._create_session = client.register_script(_CREATE_SESSION)
         self._find_session = client.register_script(_FIND_SESSION)
         self._list_sessions = client.register_script(_LIST_SESSIONS)
         self._invalidate = client.register_script(_INVALIDATE)
         self._touch = client.register_script(_TOUCH)
-        self._consume_code = client.register_script(_CONSUME_CODE)
-        self._create_family = client.register_script(_CREATE_FAMILY)
+        self._redeem_code = client.register_script(_REDEEM_CODE)
         self._rotate = client.register_script(_ROTATE_REFRESH)
         self._revoke_refresh = client.register_script(_REVOKE_REFRESH)
         self._revoke_family = client.register_script(_REVOKE_FAMILY)
@@ -400,21 +414,21 @@ class RedisStore:
         pipe.expire(self.code_key(code_hash), ttl)
         pipe.execute()
 
-    def consume_code(
-        self, code_hash: str, issued: dict[str, Any], keep: int
-    ) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        """Atomically mark a code used; ('missing'|'fresh'|'used', data, what was issued)."""
-        marker = json.dumps(issued, separators=(",", ":"))
-        result = self._consume_code(keys=[self.code_key(code_hash)], args=[marker, keep])
-        if not result:
-            return "missing", {}, {}
-        data = json.loads(result[1])
-        return result[0], data, json.loads(result[2]) if result[0] == "used" else {}
+    def read_code(self, code_hash: str) -> dict[str, Any] | None:
+        """What a code is bound to, without using it up."""
+        data = self.redis.hget(self.code_key(code_hash), "data")
+        return json.loads(data) if data else None
 
-    # -- refresh token families --------------------------------------------
+    def burn_code(self, code_hash: str, keep: int) -> None:
+        """Use a code up without issuing anything (its bindings did not match)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(self.code_key(code_hash), "issued", '{"burned":true}')
+        pipe.expire(self.code_key(code_hash), keep)
+        pipe.execute()
 
-    def create_family(
+    def redeem_code(
         self,
+        code_hash: str,
         *,
         user_id: str,
         sid: str,
@@ -425,27 +439,32 @@ class RedisStore:
         now: int,
         expires_at: int,
         jti: str,
-    ) -> FamilyStart | None:
-        """Start a rotation family if the session is alive; None when it is not."""
-        result = self._create_family(
+        access_expires_at: int,
+        keep: int,
+    ) -> tuple[str, FamilyStart | None, dict[str, Any]]:
+        """Mark the code used and start its refresh family in one script.
+
+        ('ok', family, {}) | ('missing', None, {}) | ('ended', None, {}) |
+        ('used', None, what the first redemption issued).
+        """
+        marker = json.dumps({"fid": fid, "jti": jti}, separators=(",", ":"))
+        r = self._redeem_code(
             keys=[
+                self.code_key(code_hash),
                 self.session_key(user_id, sid),
                 self.family_key(user_id, fid),
                 self.families_key(user_id, sid),
                 self.refresh_key(refresh_hash),
                 self.family_jtis_key(user_id, fid),
             ],
-            args=[now, fid, sid, client_id, scope, refresh_hash, expires_at, user_id, jti, self.access_token_ttl],
-        )
-        if not result:
-            return None
-        return FamilyStart(
-            session_expires_at=int(result[0]),
-            auth_time=int(result[1]),
-            last_active_at=int(result[2] or 0),
-            claims=result[3] or "",
-            family_expires_at=int(result[4]),
-        )
+            args=[marker, keep, now, fid, sid, client_id, scope, refresh_hash, expires_at, user_id, jti,
+                  access_expires_at],
+        )  # fmt: skip
+        if r[0] == "used":
+            return "used", None, json.loads(r[1])
+        if r[0] != "ok":
+            return r[0], None, {}
+        return "ok", FamilyStart(int(r[1]), int(r[2]), int(r[3])), {}
 
     def rotate_refresh(
         self,
@@ -457,11 +476,12 @@ class RedisStore:
         client_id: str,
         scope: str,
         jti: str,
+        access_expires_at: int,
     ) -> Rotation:
         """One atomic script: rotate, replay within grace, or revoke the family on reuse."""
         r = self._rotate(
             keys=[self.refresh_key(presented)],
-            args=[self.prefix, now, presented, successor, grace, client_id, scope, jti, self.access_token_ttl],
+            args=[self.prefix, now, presented, successor, grace, client_id, scope, jti, access_expires_at],
         )
         if r[0] in ("ok", "grace"):
             return Rotation(
@@ -479,18 +499,15 @@ class RedisStore:
             return Rotation(outcome="reuse", user_id=r[1], sid=r[2])
         return Rotation(outcome=r[0])
 
-    def revoke_refresh(self, refresh_hash: str, client_id: str | None) -> int:
+    def revoke_refresh(self, refresh_hash: str, client_id: str | None, now: int) -> int:
         """1 revoked, 0 unknown, -1 owned by another client (left alive)."""
         return int(
-            self._revoke_refresh(
-                keys=[self.refresh_key(refresh_hash)], args=[self.prefix, client_id or "", self.access_token_ttl]
-            )
+            self._revoke_refresh(keys=[self.refresh_key(refresh_hash)], args=[self.prefix, client_id or "", now])
         )
 
-    def revoke_family(self, user_id: str, fid: str) -> None:
+    def revoke_family(self, user_id: str, fid: str, now: int) -> None:
         self._revoke_family(
-            keys=[self.family_key(user_id, fid)],
-            args=[self.user_base(user_id), f"{self.prefix}jti:", self.access_token_ttl],
+            keys=[self.family_key(user_id, fid)], args=[self.user_base(user_id), f"{self.prefix}jti:", now]
         )
 
     def inspect_refresh(self, refresh_hash: str, now: int) -> RefreshInfo | None:

@@ -210,4 +210,4 @@ class TokenService:
                 return
             self.store.revoke_jti(str(claims["jti"]), int(claims["exp"]) - int(self.clock()))
             return
-        self.store.revoke_refresh(token_hash(token), client_id)
+        self.store.revoke_refresh(token_hash(token), client_id, int(self.clock()))

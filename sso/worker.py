@@ -145,11 +145,16 @@ class BackgroundWorker:
             self._thread = None
         return self.flush()
 
+    @staticmethod
+    def backoff(failures: int) -> float:
+        """Seconds to wait after ``failures`` failed rounds in a row: 1, 2, 4 … capped at 30."""
+        return min(30.0, 0.5 * 2 ** min(failures, 6))
+
     def _loop(self) -> None:
         failures = 0
         while not self._stopping.is_set():
             if failures:
-                self._stopping.wait(min(30.0, 0.5 * 2**failures))  # capped backoff
+                self._stopping.wait(self.backoff(failures))
             else:
                 self._wake.wait(self.tick)
             if self._stopping.is_set():

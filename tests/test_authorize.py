@@ -223,3 +223,41 @@ def test_redirect_uri_with_query_keeps_it(oauth, settings):
     flow.login()
     response = flow.authorize(redirect_uri=uri)
     assert response.headers["Location"].startswith(uri + "&code=")
+
+
+def follow_return_to(oauth, login_location: str):
+    """What the login page does after signing the user in: send the browser back."""
+    return_to = parse_qs(urlsplit(login_location).query)["return_to"][0]
+    parts = urlsplit(return_to)
+    return oauth.client.get(f"{parts.path}?{parts.query}")
+
+
+@pytest.mark.parametrize("overrides", [{"prompt": "login"}, {"max_age": "0"}, {"max_age": "5"}])
+def test_fresh_login_requests_do_not_loop_and_are_enforced(oauth, clock, overrides):
+    """prompt=login / max_age: coming back with the old session is refused, with a new one it succeeds."""
+    oauth.login()
+    clock.advance(10)
+    first = oauth.authorize(**overrides)
+    base, query = location(first)
+    assert base == "http://app.test/login"
+    back = parse_qs(urlsplit(query["return_to"]).query)
+    assert "prompt" not in back and "max_age" not in back and back["auth_after"] == [str(int(clock.now))]
+    # the login page did not really sign in again: still the old session
+    assert location(follow_return_to(oauth, first.headers["Location"]))[0] == "http://app.test/login"
+    clock.advance(1)
+    oauth.login()  # a real sign-in: a session created after the request
+    assert "code" in location(follow_return_to(oauth, first.headers["Location"]))[1]
+
+
+def test_auth_after_in_the_future_is_refused(oauth, clock):
+    oauth.login()
+    _, query = location(oauth.authorize(auth_after=str(int(clock.now) + 3600)))
+    assert query["error"] == "invalid_request" and "auth_after" in query["error_description"]
+
+
+def test_repeated_unknown_parameter_is_ignored(oauth):
+    """RFC 6749 §3.1 forbids repeating defined parameters; unknown ones are ignored, repeated or not."""
+    oauth.login()
+    params = oauth.authorize_params()
+    query = "&".join(f"{k}={v}" for k, v in params.items()) + "&utm=1&utm=2"
+    assert "code" in location(oauth.client.get(f"/authorize?{query}"))[1]

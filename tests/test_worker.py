@@ -89,3 +89,10 @@ def test_failed_flush_keeps_everything_for_the_retry(settings, key_pair, clock):
     finally:
         client.close()
         server.cleanup()
+
+
+def test_backoff_is_capped_and_never_overflows():
+    """Hours of Redis outage (thousands of failed rounds) must not kill the loop."""
+    assert [BackgroundWorker.backoff(n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert BackgroundWorker.backoff(6) == 30.0
+    assert BackgroundWorker.backoff(5000) == 30.0
