@@ -117,6 +117,7 @@ def test_cli_lists_and_ends_sessions_with_events(app, api, events):
         c["session_id_hash"],
     }
     ended = runner.invoke(args=["sso", "end-session", "42", a["session_id_hash"]])
+    assert ended.exit_code == 0, (ended.output, ended.exception)
     assert json.loads(ended.output) == {"invalidated": [a["session_id_hash"]], "events_published": True}
     (event,) = events.drain()
     assert event["type"] == "session-invalidated" and event["session_id_hashes"] == [a["session_id_hash"]]
