@@ -57,7 +57,10 @@ def load_input(schema: Schema, location: str) -> dict[str, Any]:
     if location == "json":
         if not request.is_json:
             raise errors.UnsupportedMediaType("Content-Type must be application/json.")
-        payload = request.get_json(silent=True)
+        try:
+            payload = request.get_json(silent=True)
+        except RecursionError:  # json.loads has no depth limit: ~1000 nested arrays overflow the stack
+            raise errors.InvalidRequest("body: nested too deeply") from None
         if not isinstance(payload, dict):
             raise errors.InvalidRequest("body: must be a JSON object")
     elif location == "form":
@@ -80,6 +83,8 @@ def load_input(schema: Schema, location: str) -> dict[str, Any]:
         return cast(dict[str, Any], schema.load(payload))
     except ValidationError as exc:
         raise errors.InvalidRequest(first_error(exc.messages)) from None
+    except RecursionError:
+        raise errors.InvalidRequest("body: nested too deeply") from None
 
 
 def use_schema(schema_cls: type[Schema], location: str = "json") -> Callable[[F], F]:

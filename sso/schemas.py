@@ -54,11 +54,11 @@ class CreateSessionSchema(ServiceSchema):
     def _claims(self, value: dict[str, Any] | None, **_: Any) -> None:
         if value is None:
             return
-        if len(json.dumps(value, separators=(",", ":"))) > MAX_CLAIMS_BYTES:
-            raise ValidationError(f"must serialise to at most {MAX_CLAIMS_BYTES} bytes")
-        for key, item in value.items():
+        for key, item in value.items():  # flat first: serialising deep nesting could overflow the stack
             if isinstance(item, dict | list):
                 raise ValidationError(f"{key}: values must be strings, numbers, booleans or null")
+        if len(json.dumps(value, separators=(",", ":"))) > MAX_CLAIMS_BYTES:
+            raise ValidationError(f"must serialise to at most {MAX_CLAIMS_BYTES} bytes")
 
 
 class ValidateSessionSchema(ServiceSchema):

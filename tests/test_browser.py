@@ -52,6 +52,22 @@ def test_set_cookie_rejects_unknown_token(client, token):
     assert "Set-Cookie" not in response.headers
 
 
+@pytest.mark.parametrize("origin", ["http://evil.test", "null", "http://app.test.evil.test"])
+def test_set_cookie_refuses_foreign_origins(api, client, origin):
+    """Login CSRF: a page elsewhere cannot plant a session (even a valid one) in the browser."""
+    body = api.create("42")
+    response = client.post("/session/set-cookie", json={"token": body["token"]}, headers={"Origin": origin})
+    assert response.status_code == 403 and response.get_json()["error"] == "access_denied"
+    assert "Set-Cookie" not in response.headers
+
+
+def test_set_cookie_refuses_a_cross_site_form_post(api, client):
+    """A form can POST text/plain without a preflight: refused by content type, no cookie set."""
+    body = api.create("42")
+    response = client.post("/session/set-cookie", data=f'{{"token": "{body["token"]}"}}', content_type="text/plain")
+    assert response.status_code == 415 and "Set-Cookie" not in response.headers
+
+
 def test_set_cookie_preflight_allows_only_app_origins(client):
     """The CORS preflight names app origins, with credentials, and nobody else."""
     ok = client.options(

@@ -31,13 +31,25 @@ def _cors(response: Response) -> Response:
 @bp.post("/session/set-cookie")
 @use_schema(SetCookieSchema)
 def set_cookie(data: dict[str, Any]) -> Response:
+    """Login CSRF is already stopped by the JSON content type (a preflight only app origins pass);
+    a browser's Origin from anywhere else is refused outright as well."""
     svc = services()
+    origin = request.headers.get("Origin")
+    if origin is not None and origin not in _trusted_origins():
+        raise errors.Forbidden("The cookie is set only for a Fluxer app origin.")
     session = svc.sessions.from_token(data["token"])
     if session is None:
         raise errors.Unauthorized("The session token is invalid or expired.")
     response = no_store(Response(status=204))
     set_sso_cookie(response, svc.settings, data["token"], session.expires_at - int(svc.clock()))
     return response
+
+
+def _trusted_origins() -> tuple[str, ...]:
+    """The app origins and the issuer's own origin."""
+    settings = services().settings
+    issuer = urlsplit(settings.issuer)
+    return (*settings.app_origins, f"{issuer.scheme}://{issuer.netloc}")
 
 
 def _request_origin() -> str | None:
@@ -52,9 +64,7 @@ def _request_origin() -> str | None:
 @use_schema(LogoutSchema, location="values")
 def logout(data: dict[str, Any]) -> Response:
     svc = services()
-    origin = _request_origin()
-    issuer = urlsplit(svc.settings.issuer)
-    if origin not in (*svc.settings.app_origins, f"{issuer.scheme}://{issuer.netloc}"):
+    if _request_origin() not in _trusted_origins():
         raise errors.Forbidden("Logout is accepted only from a Fluxer app origin.")
     token = sso_cookie(request)
     session = svc.sessions.from_token(token) if token else None
