@@ -22,6 +22,7 @@ from sso.grants import GrantService
 from sso.http import register_error_handlers
 from sso.keys import KeySet
 from sso.logout import EndSessionService
+from sso.ratelimit import RateLimiter, limits_from
 from sso.sessions import SessionService
 from sso.store import RedisStore
 from sso.tokens import TokenService
@@ -47,6 +48,7 @@ class Services:
     grants: GrantService
     authorization: AuthorizationService
     end_session: EndSessionService
+    limiter: RateLimiter
     discovery_json: bytes
     clock: Callable[[], float]
 
@@ -95,6 +97,7 @@ def create_app(
         grants=GrantService(ctx, tokens),
         authorization=AuthorizationService(ctx, sessions),
         end_session=EndSessionService(tokens=tokens, sessions=sessions, clients=clients, settings=settings),
+        limiter=RateLimiter(store, limits_from(settings), clock=clock),
         discovery_json=discovery_json(settings),
         clock=clock,
     )

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from sso import errors
+from sso import errors, ratelimit
 from sso.digests import equals
 from sso.schemas import first_error
 
@@ -113,16 +113,55 @@ def service_authenticated(secrets: Iterable[str]) -> bool:
     return matched
 
 
+def client_address() -> str | None:
+    """The caller's address; behind nginx, ProxyFix in wsgi.py has set it from X-Forwarded-For."""
+    return request.remote_addr
+
+
+def authenticate_service() -> None:
+    """Raise unless the request carries a valid service secret; failures are limited per address."""
+    svc = services()
+    address = client_address()
+    svc.limiter.check(ratelimit.SERVICE_AUTH, address)
+    if not service_authenticated(svc.settings.service_secrets):
+        svc.limiter.failed(ratelimit.SERVICE_AUTH, address)
+        raise errors.ServiceAuthRequired()
+
+
 def require_service(view: F) -> F:
     """Reject the request unless it carries a valid service secret."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not service_authenticated(services().settings.service_secrets):
-            raise errors.ServiceAuthRequired()
+        authenticate_service()
         return view(*args, **kwargs)
 
     return cast(F, wrapper)
+
+
+def count_failure(limit: str) -> None:
+    """Count a failure the view answers without raising (a redirected error, ``valid: false``)."""
+    services().limiter.failed(limit, client_address())
+
+
+def rate_limited(limit: str, *, count_errors: bool = True) -> Callable[[F], F]:
+    """Refuse an address over ``limit`` before the view runs; count the 4xx errors the view raises."""
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            limiter, address = services().limiter, client_address()
+            limiter.check(limit, address)
+            try:
+                return view(*args, **kwargs)
+            except errors.SSOError as exc:
+                if count_errors and 400 <= exc.status < 500:
+                    limiter.failed(limit, address)
+                raise
+
+        return cast(F, wrapper)
+
+    return decorator
 
 
 def allowed_origin(origins: Iterable[str]) -> str | None:
