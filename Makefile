@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install install-dev keys run test lint clean
+.PHONY: install install-dev keys run test lint openapi clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ test: install-dev                  ## the whole suite (starts its own redis-serv
 lint: install-dev                  ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy sso config app.py
+
+openapi: install                   ## regenerate docs/openapi.json from the marshmallow schemas
+	$(PY) -m sso.openapi > docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,7 @@ from sso.grants import GrantService
 from sso.http import register_error_handlers
 from sso.keys import KeySet
 from sso.logout import EndSessionService
+from sso.openapi import openapi_json
 from sso.ratelimit import RateLimiter, limits_from
 from sso.sessions import SessionService
 from sso.store import RedisStore
@@ -50,6 +51,7 @@ class Services:
     end_session: EndSessionService
     limiter: RateLimiter
     discovery_json: bytes
+    openapi_json: bytes
     clock: Callable[[], float]
 
 
@@ -99,6 +101,7 @@ def create_app(
         end_session=EndSessionService(tokens=tokens, sessions=sessions, clients=clients, settings=settings),
         limiter=RateLimiter(store, limits_from(settings), clock=clock),
         discovery_json=discovery_json(settings),
+        openapi_json=openapi_json(),
         clock=clock,
     )
 

@@ -37,10 +37,23 @@ class ServiceSchema(Schema):
 
 class CreateSessionSchema(ServiceSchema):
     user_id = fields.String(required=True, validate=USER_ID)
-    client_ip = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=45))
+    client_ip = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=45),
+        metadata={"description": "an IPv4 or IPv6 address"},
+    )
     user_agent = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=512))
     platform = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
-    claims = fields.Dict(keys=fields.String(), load_default=None, allow_none=True)
+    claims = fields.Dict(
+        keys=fields.String(),
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": f"a flat object (at most {MAX_CLAIMS_BYTES} bytes) released by /userinfo per scope",
+            "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+        },
+    )
 
     @validates("client_ip")
     def _ip(self, value: str | None, **_: Any) -> None:
