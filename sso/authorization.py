@@ -53,6 +53,7 @@ class AuthorizationService:
         self.ctx = ctx
         self.sessions = sessions
         self._schema = AuthorizeSchema()
+        self._known = frozenset(self._schema.fields)
 
     def authorize(self, params: Params, cookie_token: str | None) -> AuthorizeOutcome:
         """Where to send the browser; raises only errors that must not redirect."""
@@ -77,7 +78,8 @@ class AuthorizationService:
     def _authorize(
         self, params: Params, client_id: str, redirect_uri: str, cookie_token: str | None
     ) -> AuthorizeOutcome:
-        single = {name: _single(params, name, errors.InvalidRequest) for name in params}
+        # Unrecognised parameters are ignored (RFC 6749 §3.1), repeated or not, and not carried to the login page.
+        single = {name: _single(params, name, errors.InvalidRequest) for name in params if name in self._known}
         try:
             data: dict[str, Any] = self._schema.load({k: v for k, v in single.items() if v is not None})
         except ValidationError as exc:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, jsonify, request
-from marshmallow import Schema, ValidationError
+from marshmallow import EXCLUDE, Schema, ValidationError
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
@@ -42,9 +42,20 @@ def services() -> Any:
     return current_app.extensions["sso"]
 
 
-def _single_values(multi: Any) -> dict[str, str]:
+def known_parameters(schema: Schema) -> frozenset[str] | None:
+    """The names a schema that ignores unknown parameters reads; None when it reads everything."""
+    if schema.unknown != EXCLUDE:
+        return None
+    return frozenset(field.data_key or name for name, field in schema.fields.items())
+
+
+def _single_values(multi: Any, known: frozenset[str] | None) -> dict[str, str]:
+    """One value per parameter; a repeated one is invalid_request (RFC 6749 §3.1), unless it is
+    unrecognised, and therefore ignored altogether (the same section)."""
     data: dict[str, str] = {}
     for key in multi:
+        if known is not None and key not in known:
+            continue
         values = multi.getlist(key)
         if len(values) > 1:
             raise errors.InvalidRequest(f"{key}: parameter repeated")
@@ -66,14 +77,15 @@ def load_input(schema: Schema, location: str) -> dict[str, Any]:
     elif location == "form":
         if request.mimetype != "application/x-www-form-urlencoded":
             raise errors.UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded.")
-        payload = _single_values(request.form)
+        payload = _single_values(request.form, known_parameters(schema))
     elif location == "query":
-        payload = _single_values(request.args)
+        payload = _single_values(request.args, known_parameters(schema))
     elif location == "values":
         if request.method == "POST" and request.mimetype not in ("application/x-www-form-urlencoded", ""):
             raise errors.UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded.")
-        payload = _single_values(request.args)
-        for key, value in _single_values(request.form).items():
+        known = known_parameters(schema)
+        payload = _single_values(request.args, known)
+        for key, value in _single_values(request.form, known).items():
             if key in payload:
                 raise errors.InvalidRequest(f"{key}: parameter repeated")
             payload[key] = value

@@ -51,6 +51,15 @@ def test_unknown_extra_parameters_are_ignored(oauth):
     assert "code" in location(oauth.authorize(foo="bar", ui_locales="en"))[1]
 
 
+def test_repeated_unknown_parameter_is_ignored(oauth):
+    """Unknown parameters are ignored even when repeated, and not carried to the login page."""
+    query = "&".join(f"{k}={v}" for k, v in oauth.authorize_params().items()) + "&ext=1&ext=2"
+    base, reply = location(oauth.client.get(f"/authorize?{query}"))
+    assert base == "http://app.test/login" and "ext" not in reply["return_to"]
+    oauth.login()
+    assert "code" in location(oauth.client.get(f"/authorize?{query}"))[1]
+
+
 def test_state_is_optional(oauth):
     oauth.login()
     assert set(location(oauth.authorize(state=None))[1]) == {"code", "iss"}

@@ -142,15 +142,27 @@ def test_token_endpoint_is_form_encoded_only(oauth):
     assert response.status_code == 415 and response.get_json()["error"] == "invalid_request"
 
 
-def test_repeated_token_parameter_is_rejected(oauth):
-    oauth.login()
+def _post_raw_exchange(oauth, extra: str):
     code = oauth.code()
     body = (
-        f"grant_type=authorization_code&code={code}&code={code}&redirect_uri={REDIRECT_URI}"
-        f"&code_verifier={VERIFIER}&client_id=fluxer"
+        f"grant_type=authorization_code&code={code}&redirect_uri={REDIRECT_URI}"
+        f"&code_verifier={VERIFIER}&client_id=fluxer{extra.format(code=code)}"
     )
-    response = oauth.client.post("/token", data=body, content_type="application/x-www-form-urlencoded")
+    return oauth.client.post("/token", data=body, content_type="application/x-www-form-urlencoded")
+
+
+def test_repeated_token_parameter_is_rejected(oauth):
+    """RFC 6749 §3.1: a parameter must not be sent twice."""
+    oauth.login()
+    response = _post_raw_exchange(oauth, "&code={code}")
     assert response.status_code == 400 and "code" in response.get_json()["error_description"]
+
+
+def test_repeated_unknown_parameter_is_ignored(oauth):
+    """RFC 6749 §3.1: unrecognised parameters are ignored, repeated or not (found by the fuzz)."""
+    oauth.login()
+    response = _post_raw_exchange(oauth, "&extension=1&extension=2")
+    assert response.status_code == 200, response.get_json()
 
 
 def test_token_cors_for_app_origins(oauth):
