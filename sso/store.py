@@ -129,10 +129,12 @@ return 1
 """
 
 _CONSUME_CODE = """
--- KEYS: code. ARGV: issued marker, ttl kept after use (to detect replays).
+-- KEYS: code. ARGV: issued marker (unique per request), ttl kept after use (to detect replays).
 local data = redis.call('HGET', KEYS[1], 'data')
 if not data then return false end
 local issued = redis.call('HGET', KEYS[1], 'issued')
+-- The same request run twice (the client retried after a timeout that Redis outlived): the same answer.
+if issued == ARGV[1] then return {'fresh', data} end
 if issued then return {'used', data, issued} end
 redis.call('HSET', KEYS[1], 'issued', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -162,7 +164,7 @@ _ROTATE_REFRESH = (
     + """
 -- KEYS: pointer of the presented token.
 -- ARGV: prefix, now, presented hash, successor hash, grace, client_id, requested scope ('' = same),
---       jti of the access token about to be minted, access token ttl
+--       jti of the access token about to be minted (unique per request: the idempotency key), access token ttl
 local pointer = redis.call('GET', KEYS[1])
 if not pointer then return {'invalid'} end
 local sep = string.find(pointer, ' ', 1, true)
@@ -170,7 +172,8 @@ local user, fid = string.sub(pointer, 1, sep - 1), string.sub(pointer, sep + 1)
 local base = ARGV[1] .. '{' .. user .. '}:'
 local fam = base .. 'family:' .. fid
 local now = tonumber(ARGV[2])
-local f = redis.call('HMGET', fam, 'sid', 'client_id', 'scope', 'current', 'prev', 'rotated_at', 'expires_at')
+local f = redis.call('HMGET', fam, 'sid', 'client_id', 'scope', 'current', 'prev', 'rotated_at', 'expires_at',
+  'rotated_by')
 if not f[1] then return {'invalid'} end
 if f[2] ~= ARGV[6] then return {'invalid'} end
 local granted = {}
@@ -191,9 +194,15 @@ local function remember_jti()
 end
 if f[4] == ARGV[3] then
   local ttl = tonumber(f[7]) - now
-  redis.call('HSET', fam, 'prev', ARGV[3], 'current', ARGV[4], 'rotated_at', now)
+  redis.call('HSET', fam, 'prev', ARGV[3], 'current', ARGV[4], 'rotated_at', now, 'rotated_by', ARGV[8])
   redis.call('SET', ARGV[1] .. 'rt:' .. ARGV[4], pointer, 'EX', ttl)
   remember_jti()
+  result[1] = 'ok'
+  return result
+end
+-- The same request run twice (the client retried after a timeout that Redis outlived; the jti is
+-- unique per request): the same answer, not reuse.
+if f[5] == ARGV[3] and f[4] == ARGV[4] and f[8] == ARGV[8] then
   result[1] = 'ok'
   return result
 end
