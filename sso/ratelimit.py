@@ -34,7 +34,7 @@ from sso.errors import RateLimited
 from sso.store import RedisStore
 
 SERVICE_AUTH = "service_auth"
-TOKEN = "token"
+TOKEN = "token"  # nosec B105  # the name of a limit
 AUTHORIZE = "authorize"
 VALIDATE = "validate"
 
