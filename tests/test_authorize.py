@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from sso.digests import token_hash
-from tests.conftest import CHALLENGE, REDIRECT_URI
+from tests.conftest import CHALLENGE, REDIRECT_URI, VERIFIER
 
 
 def location(response) -> tuple[str, dict[str, str]]:
@@ -144,6 +144,27 @@ def test_other_errors_redirect_with_error_state_and_iss(oauth, redis, prefix, ov
         assert query["state"] == "xyz-state"
     assert "code" not in query
     assert set(redis.scan_iter(match=f"{prefix}code:*")) == before
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"code_challenge": None, "code_challenge_method": None},
+        {"code_challenge": None},
+        {"code_challenge_method": None},
+        {"code_challenge_method": "plain"},
+        {"code_challenge": VERIFIER, "code_challenge_method": "plain"},
+        {"code_challenge": "", "code_challenge_method": "S256"},
+    ],
+    ids=["no-pkce", "no-challenge", "no-method", "plain", "plain-verifier-as-challenge", "empty"],
+)
+def test_no_code_is_ever_issued_without_an_s256_challenge(oauth, redis, prefix, overrides):
+    """PKCE downgrade (RFC 9700 §4.8.2): a code without an S256 challenge does not exist, so no verifier
+    can ever be checked against a challenge-less code; with a live session the request still gets none."""
+    oauth.login()
+    base, query = location(oauth.authorize(**overrides))
+    assert base == REDIRECT_URI and query["error"] == "invalid_request" and "code" not in query
+    assert list(redis.scan_iter(match=f"{prefix}code:*")) == []
 
 
 def test_repeated_parameter_is_invalid_request_redirected(oauth):

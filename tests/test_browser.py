@@ -131,6 +131,20 @@ def test_logout_invalidate_all_ends_every_session(api, client, services, events)
     assert event["type"] == "global-logout" and event["user_id"] == "42"
 
 
+@pytest.mark.parametrize("invalidate", ["session", "all"])
+def test_refresh_after_logout_fails(oauth, api, invalidate):
+    """Logging out with invalidate=session|all kills the session's refresh families and access tokens at once."""
+    oauth.login()
+    body = oauth.tokens()
+    response = oauth.client.post("/logout", data={"invalidate": invalidate}, headers={"Origin": APP})
+    assert response.status_code == 204
+    assert oauth.refresh(body["refresh_token"]).get_json()["error"] == "invalid_grant"
+    intro = api.client.post("/introspect", data={"token": body["access_token"]}, headers=api.headers)
+    assert intro.get_json() == {"active": False}
+    userinfo = oauth.client.get("/userinfo", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert userinfo.status_code == 401
+
+
 @pytest.mark.parametrize(
     "headers", [{"Origin": "http://evil.test"}, {}, {"Origin": "null"}, {"Referer": "http://evil.test/page"}]
 )

@@ -195,6 +195,14 @@ def test_slow_redis_retry_is_not_mistaken_for_token_reuse(private_redis, flow, s
     assert flow.refresh(exchanged.get_json()["refresh_token"]).status_code == 200
 
 
+def test_a_failure_counted_while_redis_is_down_fails_closed(private_redis, flow):
+    """A wrong service secret with Redis down: 503, not a 401 that quietly skipped the rate limit's count."""
+    private_redis.stop()
+    started = time.monotonic()
+    wrong = {"Authorization": "Service wrong-secret-wrong-secret"}
+    assert_unavailable(flow.client.post("/session/create", json={"user_id": "1"}, headers=wrong), started)
+
+
 # -- empty Redis after a restart ------------------------------------------------------------
 
 

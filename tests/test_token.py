@@ -9,7 +9,7 @@ import json
 import pytest
 
 from sso.digests import token_hash
-from tests.conftest import REDIRECT_URI, VERIFIER
+from tests.conftest import CHALLENGE, REDIRECT_URI, VERIFIER
 
 
 def jwt_parts(token: str) -> tuple[dict, dict]:
@@ -106,6 +106,22 @@ def test_failed_pkce_burns_the_code(oauth):
     code = oauth.code()
     assert oauth.exchange(code, code_verifier="y" * 43).status_code == 400
     assert oauth.exchange(code).get_json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize(
+    "verifier, error",
+    [(None, "invalid_request"), ("", "invalid_request"), (CHALLENGE, "invalid_grant")],
+    ids=["absent", "empty", "challenge-as-plain-verifier"],
+)
+def test_pkce_cannot_be_downgraded_at_the_token_endpoint(oauth, verifier, error):
+    """A code bound to an S256 challenge needs its verifier: none or an empty one is invalid_request (no
+    guess is evaluated), and the challenge itself, what a downgrade to plain would send, is a failed
+    guess that burns the code."""
+    oauth.login()
+    code = oauth.code()
+    response = oauth.exchange(code, code_verifier=verifier)
+    assert response.status_code == 400 and response.get_json()["error"] == error
+    assert (oauth.exchange(code).status_code == 200) is (error == "invalid_request")
 
 
 def test_code_is_single_use_and_replay_revokes_what_it_issued(oauth, services, api):
