@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install install-dev keys run test lint clean
+.PHONY: install install-dev keys run test lint openapi clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,15 @@ run: install                       ## gunicorn + gevent on $SSO_PORT (writes a d
 test: install-dev                  ## the whole suite (starts its own redis-server)
 	$(PY) -m pytest
 
-lint: install-dev                  ## ruff and mypy
+lint: install-dev                  ## ruff, mypy, bandit, and pip-audit (needs PyPI's vulnerability API)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy sso config app.py
+	$(VENV)/bin/bandit -q -r sso config app.py wsgi.py
+	tools/audit-deps
+
+openapi: install                   ## regenerate docs/openapi.json from the marshmallow schemas
+	$(PY) -m sso.openapi > docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

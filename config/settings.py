@@ -20,6 +20,21 @@ CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
 PREFIX_RE = re.compile(r"^[A-Za-z0-9:_.-]{0,32}$")
 
 
+PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+RATE_RE = re.compile(r"^([0-9]+)\s*/\s*([0-9]*)\s*(second|minute|hour|day)s?$")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``count`` counted events per fixed window of ``seconds``."""
+
+    count: int
+    seconds: int
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.seconds}s"
+
+
 class ConfigError(ValueError):
     """A configuration variable is missing or invalid."""
 
@@ -52,6 +67,11 @@ class Settings:
     refresh_reuse_grace: int = 0
     redis_prefix: str = "sso:"
     access_token_audience: str = "fluxer-api"
+    # Failures counted per client address (sso/ratelimit.py); None switches a limit off.
+    rate_limit_service_auth_failures: RateLimit | None = RateLimit(20, 60)
+    rate_limit_token_failures: RateLimit | None = RateLimit(60, 60)
+    rate_limit_authorize_failures: RateLimit | None = RateLimit(60, 60)
+    rate_limit_validate_failures: RateLimit | None = RateLimit(6000, 60)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
@@ -79,6 +99,24 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+
+def _rate(env: Mapping[str, str], name: str, default: RateLimit | None) -> RateLimit | None:
+    """``20/minute``, ``100/hour``, ``5/10seconds``; ``off`` (or a count of 0) disables the limit."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("off", "none", "0"):
+        return None
+    match = RATE_RE.fullmatch(raw)
+    if not match:
+        raise ConfigError(name, f"must look like 20/minute (count/[n]second|minute|hour|day) or off, got {raw!r}")
+    count, multiple, unit = int(match[1]), int(match[2] or 1), match[3]
+    if count == 0:
+        return None
+    if multiple == 0:
+        raise ConfigError(name, f"the period must not be zero, got {raw!r}")
+    return RateLimit(count, multiple * PERIODS[unit])
 
 
 def _http_url(name: str, value: str, *, origin_only: bool = False) -> str:
@@ -196,4 +234,14 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         refresh_reuse_grace=_int(env, "SSO_REFRESH_REUSE_GRACE", 0),
         redis_prefix=prefix,
         access_token_audience=audience,
+        rate_limit_service_auth_failures=_rate(
+            env, "SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES", Settings.rate_limit_service_auth_failures
+        ),
+        rate_limit_token_failures=_rate(env, "SSO_RATE_LIMIT_TOKEN_FAILURES", Settings.rate_limit_token_failures),
+        rate_limit_authorize_failures=_rate(
+            env, "SSO_RATE_LIMIT_AUTHORIZE_FAILURES", Settings.rate_limit_authorize_failures
+        ),
+        rate_limit_validate_failures=_rate(
+            env, "SSO_RATE_LIMIT_VALIDATE_FAILURES", Settings.rate_limit_validate_failures
+        ),
     )

@@ -9,6 +9,7 @@ RFC 9700 §4.1). Every later error goes back to the client's redirect URI with
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,6 +25,15 @@ CODE_TTL = 60
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 
 Params = Mapping[str, Sequence[str]]
+
+
+@dataclass(frozen=True)
+class AuthorizeOutcome:
+    """Where to send the browser, and whether the request failed (counted by the rate limit):
+    an error redirected to the client, or an SSO cookie that is not a live session."""
+
+    location: str
+    failed: bool = False
 
 
 def append_query(uri: str, params: dict[str, str]) -> str:
@@ -43,19 +53,19 @@ class AuthorizationService:
         self.ctx = ctx
         self.sessions = sessions
         self._schema = AuthorizeSchema()
+        self._known = frozenset(self._schema.fields)
 
-    def authorize(self, params: Params, cookie_token: str | None) -> str:
-        """The Location to send the browser to; raises only errors that must not redirect."""
+    def authorize(self, params: Params, cookie_token: str | None) -> AuthorizeOutcome:
+        """Where to send the browser; raises only errors that must not redirect."""
         client_id = _single(params, "client_id", errors.UnknownClient)
-        if not self.ctx.clients.known(client_id):
+        if client_id is None or not self.ctx.clients.known(client_id):
             raise errors.UnknownClient()
         redirect_uri = _single(params, "redirect_uri", errors.InvalidRedirectURI)
-        if not self.ctx.clients.redirect_allowed(redirect_uri):
+        if redirect_uri is None or not self.ctx.clients.redirect_allowed(redirect_uri):
             raise errors.InvalidRedirectURI()
-        assert client_id is not None and redirect_uri is not None
         states = params.get("state") or []
         try:
-            return self._authorize(params, str(client_id), redirect_uri, cookie_token)
+            return self._authorize(params, client_id, redirect_uri, cookie_token)
         except errors.SSOError as exc:
             if not exc.redirectable:
                 raise
@@ -63,10 +73,13 @@ class AuthorizationService:
             if len(states) == 1:
                 reply["state"] = states[0]
             reply["iss"] = self.ctx.settings.issuer
-            return append_query(redirect_uri, reply)
+            return AuthorizeOutcome(append_query(redirect_uri, reply), failed=True)
 
-    def _authorize(self, params: Params, client_id: str, redirect_uri: str, cookie_token: str | None) -> str:
-        single = {name: _single(params, name, errors.InvalidRequest) for name in self._schema.fields if name in params}
+    def _authorize(
+        self, params: Params, client_id: str, redirect_uri: str, cookie_token: str | None
+    ) -> AuthorizeOutcome:
+        # Unrecognised parameters are ignored (RFC 6749 §3.1), repeated or not, and not carried to the login page.
+        single = {name: _single(params, name, errors.InvalidRequest) for name in params if name in self._known}
         try:
             data: dict[str, Any] = self._schema.load({k: v for k, v in single.items() if v is not None})
         except ValidationError as exc:
@@ -108,10 +121,12 @@ class AuthorizationService:
         if session is None or stale:
             if "none" in prompts:
                 raise errors.LoginRequired()
-            return self._login_redirect(single, now if fresh_login_needed else None)
+            login = self._login_redirect(single, now if fresh_login_needed else None)
+            return AuthorizeOutcome(login, failed=session is None and cookie_token is not None)
 
         assert session is not None
-        return self._issue_code(session, client_id, redirect_uri, challenge, scope, data, single.get("state"))
+        code_redirect = self._issue_code(session, client_id, redirect_uri, challenge, scope, data, single.get("state"))
+        return AuthorizeOutcome(code_redirect)
 
     def _login_redirect(self, params: Mapping[str, str | None], floor: int | None) -> str:
         """Send the browser to the login page, which returns it here afterwards.

@@ -115,6 +115,24 @@ class UnsupportedMediaType(SSOError):
     error, status, description = "invalid_request", 415, "The request has the wrong content type."
 
 
+class RateLimited(SSOError):
+    """Too many failures from one address (sso/ratelimit.py); RFC 6585 §4 with RFC 9110 §10.2.3 Retry-After.
+
+    Not ``temporarily_unavailable`` (that is our 503 for Redis down) nor ``slow_down``
+    (RFC 8628 §3.5, device-flow polling only): a code of its own lets clients and
+    operators tell "you are throttled" from "we are down".
+    """
+
+    error, status, description = "rate_limited", 429, "Too many failed requests; retry later."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class TemporarilyUnavailable(SSOError):
     error, status, description = "temporarily_unavailable", 503, "The service is temporarily unavailable."
 

@@ -24,7 +24,7 @@ from typing import Any
 from sso import errors, metrics, pkce, scopes
 from sso.context import OAuthContext
 from sso.digests import b64url, equals, new_token, token_hash
-from sso.tokens import TokenService
+from sso.tokens import BEARER, TokenService
 
 log = logging.getLogger("sso.grants")
 MAX_TOKEN_LENGTH = 512
@@ -42,7 +42,7 @@ class TokenResponse:
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "access_token": self.access_token,
-            "token_type": "Bearer",
+            "token_type": BEARER,
             "expires_in": self.expires_in,
             "refresh_token": self.refresh_token,
             "scope": self.scope,

@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, jsonify, request
-from marshmallow import Schema, ValidationError
+from marshmallow import EXCLUDE, Schema, ValidationError
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from sso import errors, metrics
+from sso import errors, metrics, ratelimit
 from sso.digests import equals
 from sso.schemas import first_error
 
@@ -47,11 +47,20 @@ def services() -> Any:
     return current_app.extensions["sso"]
 
 
-def _single_values(multi: Any, known: Iterable[str]) -> dict[str, str]:
-    """One value per known parameter; a known one repeated is invalid_request (RFC 6749 §3.1),
-    unknown ones are left out."""
+def known_parameters(schema: Schema) -> frozenset[str] | None:
+    """The names a schema that ignores unknown parameters reads; None when it reads everything."""
+    if schema.unknown != EXCLUDE:
+        return None
+    return frozenset(field.data_key or name for name, field in schema.fields.items())
+
+
+def _single_values(multi: Any, known: frozenset[str] | None) -> dict[str, str]:
+    """One value per parameter; a repeated one is invalid_request (RFC 6749 §3.1), unless it is
+    unrecognised, and therefore ignored altogether (the same section)."""
     data: dict[str, str] = {}
-    for key in known:
+    for key in multi:
+        if known is not None and key not in known:
+            continue
         values = multi.getlist(key)
         if len(values) > 1:
             raise errors.InvalidRequest(f"{key}: parameter repeated")
@@ -74,14 +83,15 @@ def load_input(schema: Schema, location: str) -> dict[str, Any]:
     elif location == "form":
         if request.mimetype != "application/x-www-form-urlencoded":
             raise errors.UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded.")
-        payload = _single_values(request.form, schema.fields)
+        payload = _single_values(request.form, known_parameters(schema))
     elif location == "query":
-        payload = _single_values(request.args, schema.fields)
+        payload = _single_values(request.args, known_parameters(schema))
     elif location == "values":
         if request.method == "POST" and request.mimetype not in ("application/x-www-form-urlencoded", ""):
             raise errors.UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded.")
-        payload = _single_values(request.args, schema.fields)
-        for key, value in _single_values(request.form, schema.fields).items():
+        known = known_parameters(schema)
+        payload = _single_values(request.args, known)
+        for key, value in _single_values(request.form, known).items():
             if key in payload:
                 raise errors.InvalidRequest(f"{key}: parameter repeated")
             payload[key] = value
@@ -91,6 +101,8 @@ def load_input(schema: Schema, location: str) -> dict[str, Any]:
         return cast(dict[str, Any], schema.load(payload))
     except ValidationError as exc:
         raise errors.InvalidRequest(first_error(exc.messages)) from None
+    except RecursionError:
+        raise errors.InvalidRequest("body: nested too deeply") from None
 
 
 def use_schema(schema_cls: type[Schema], location: str = "json") -> Callable[[F], F]:
@@ -119,16 +131,55 @@ def service_authenticated(secrets: Iterable[str]) -> bool:
     return matched
 
 
+def client_address() -> str | None:
+    """The caller's address; behind nginx, ProxyFix in wsgi.py has set it from X-Forwarded-For."""
+    return request.remote_addr
+
+
+def authenticate_service() -> None:
+    """Raise unless the request carries a valid service secret; failures are limited per address."""
+    svc = services()
+    address = client_address()
+    svc.limiter.check(ratelimit.SERVICE_AUTH, address)
+    if not service_authenticated(svc.settings.service_secrets):
+        svc.limiter.failed(ratelimit.SERVICE_AUTH, address)
+        raise errors.ServiceAuthRequired()
+
+
 def require_service(view: F) -> F:
     """Reject the request unless it carries a valid service secret."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not service_authenticated(services().settings.service_secrets):
-            raise errors.ServiceAuthRequired()
+        authenticate_service()
         return view(*args, **kwargs)
 
     return cast(F, wrapper)
+
+
+def count_failure(limit: str) -> None:
+    """Count a failure the view answers without raising (a redirected error, ``valid: false``)."""
+    services().limiter.failed(limit, client_address())
+
+
+def rate_limited(limit: str, *, count_errors: bool = True) -> Callable[[F], F]:
+    """Refuse an address over ``limit`` before the view runs; count the 4xx errors the view raises."""
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            limiter, address = services().limiter, client_address()
+            limiter.check(limit, address)
+            try:
+                return view(*args, **kwargs)
+            except errors.SSOError as exc:
+                if count_errors and 400 <= exc.status < 500:
+                    limiter.failed(limit, address)
+                raise
+
+        return cast(F, wrapper)
+
+    return decorator
 
 
 def allowed_origin(origins: Iterable[str]) -> str | None:

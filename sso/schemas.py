@@ -13,10 +13,11 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates
 
-# \Z, not $: marshmallow's Regexp uses re.match, and $ also matches before a final newline.
-USER_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}\Z", error="must be 1-64 characters of A-Z a-z 0-9 _ -")
-SESSION_HASH = validate.Regexp(r"^[A-Za-z0-9_-]{43}\Z", error="must be a base64url SHA-256 hash (43 characters)")
-URI = validate.Regexp(r"^[\x21-\x7E]+\Z", error="must be a URI of printable ASCII characters")
+# $(?!\n), not a bare $: Python's $ also matches before a final newline. (Not \Z: the patterns
+# also go into the OpenAPI document, and ECMA-262 regexes have no \Z.)
+USER_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$(?!\n)", error="must be 1-64 characters of A-Z a-z 0-9 _ -")
+SESSION_HASH = validate.Regexp(r"^[A-Za-z0-9_-]{43}$(?!\n)", error="must be a base64url SHA-256 hash (43 characters)")
+URI = validate.Regexp(r"^[\x21-\x7E]+$(?!\n)", error="must be a URI of printable ASCII characters")
 MAX_CLAIMS_BYTES = 4096
 
 
@@ -56,10 +57,23 @@ class ServiceSchema(Schema):
 
 class CreateSessionSchema(ServiceSchema):
     user_id = Text(required=True, validate=USER_ID)
-    client_ip = Text(load_default=None, allow_none=True, validate=validate.Length(max=45))
+    client_ip = Text(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=45),
+        metadata={"description": "an IPv4 or IPv6 address"},
+    )
     user_agent = Text(load_default=None, allow_none=True, validate=validate.Length(max=512))
     platform = Text(load_default=None, allow_none=True, validate=validate.Length(max=64))
-    claims = fields.Dict(keys=Text(), load_default=None, allow_none=True)
+    claims = fields.Dict(
+        keys=Text(),
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": f"a flat object (at most {MAX_CLAIMS_BYTES} bytes) released by /userinfo per scope",
+            "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+        },
+    )
 
     @validates("client_ip")
     def _ip(self, value: str | None, **_: Any) -> None:
@@ -73,15 +87,15 @@ class CreateSessionSchema(ServiceSchema):
     def _claims(self, value: dict[str, Any] | None, **_: Any) -> None:
         if value is None:
             return
+        for key, item in value.items():  # flat first: serialising deep nesting could overflow the stack
+            if isinstance(item, dict | list):
+                raise ValidationError(f"{key}: values must be strings, numbers, booleans or null")
         try:
             encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
         except ValueError:
             raise ValidationError("must not contain NaN or Infinity") from None
         if len(encoded) > MAX_CLAIMS_BYTES:
             raise ValidationError(f"must serialise to at most {MAX_CLAIMS_BYTES} bytes")
-        for key, item in value.items():
-            if isinstance(item, dict | list):
-                raise ValidationError(f"{key}: values must be strings, numbers, booleans or null")
 
 
 class ValidateSessionSchema(ServiceSchema):

@@ -11,6 +11,7 @@ Key layout (``P`` is ``SSO_REDIS_PREFIX``)::
     Prt:<hash>                  string refresh token hash -> "<user> <fid>"
     Pcode:<hash>                hash   authorization code            TTL = 60 s
     Pjti:<jti>                  string revoked access token          TTL = until its exp
+    Prl:<limit>:<window>:<addr> string failures in one rate window   TTL = the window
 
 Every per-user key carries the user id as a hash tag, so per-user multi-key
 operations stay in one Redis Cluster slot. Lookups that start from a token
@@ -265,6 +266,14 @@ return {user, f[1], f[2], f[3], f[5], f[7] or f[6], fid}
 """
 
 
+_COUNT_FAILURE = """
+-- KEYS: the window's counter. ARGV: ttl. One more failure; the count so far.
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+
 @dataclass(frozen=True)
 class Rotation:
     """What the rotation script decided for a presented refresh token."""
@@ -318,6 +327,7 @@ class RedisStore:
         self._revoke_refresh = client.register_script(_REVOKE_REFRESH)
         self._revoke_family = client.register_script(_REVOKE_FAMILY)
         self._inspect_refresh = client.register_script(_INSPECT_REFRESH)
+        self._count_failure = client.register_script(_COUNT_FAILURE)
 
     # -- key builders -------------------------------------------------------
 
@@ -350,6 +360,9 @@ class RedisStore:
 
     def revoked_jti_key(self, jti: str) -> str:
         return f"{self.prefix}jti:{jti}"
+
+    def rate_key(self, limit: str, window: int, address: str) -> str:
+        return f"{self.prefix}rl:{limit}:{window}:{address}"
 
     @property
     def events_channel(self) -> str:
@@ -537,3 +550,9 @@ class RedisStore:
         pipe.hgetall(self.session_key(user_id, sid))
         revoked, record = pipe.execute()
         return bool(revoked), (record or None)
+
+    # -- rate limits ------------------------------------------------------------
+
+    def count_failure(self, limit: str, window: int, address: str, ttl: int) -> int:
+        """Add one failure to a fixed window's counter (created with its TTL); the new count."""
+        return int(self._count_failure(keys=[self.rate_key(limit, window, address)], args=[max(1, ttl)]))

@@ -19,12 +19,20 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """Start, stop and restart a throwaway redis-server (no persistence)."""
+    """Start, stop, kill and restart a throwaway redis-server, on the same port each time.
 
-    def __init__(self, port: int | None = None) -> None:
+    No persistence by default, so a restart comes back empty. ``aof=True`` writes an
+    append-only file fsynced before every reply, so a SIGKILL loses nothing acknowledged
+    and a restart reloads exactly what was written; ``debug=True`` allows ``DEBUG SLEEP``
+    from loopback clients (Redis 7 refuses DEBUG by default).
+    """
+
+    def __init__(self, port: int | None = None, *, aof: bool = False, debug: bool = False) -> None:
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="sso-test-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.aof = aof
+        self.debug = debug
 
     @property
     def url(self) -> str:
@@ -44,13 +52,16 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.aof else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 self.dir,
                 "--daemonize",
                 "no",
                 "--loglevel",
                 "warning",
+                *(["--enable-debug-command", "local"] if self.debug else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -66,6 +77,13 @@ class RedisServer:
                     raise RuntimeError("redis-server did not start") from None
                 time.sleep(0.02)
         client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final save, connections cut as by a crash."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -63,19 +63,27 @@ class GunicornServer:
             stdout=self._logfile,
             stderr=subprocess.STDOUT,
         )
+        try:
+            self._wait_healthy(timeout)
+        except BaseException as exc:
+            self.stop()  # never leak a running gunicorn, whatever went wrong
+            if isinstance(exc, RuntimeError):
+                raise RuntimeError(f"{exc}: {self.log}") from None
+            raise
+
+    def _wait_healthy(self, timeout: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"gunicorn exited: {self.log}")
+                raise RuntimeError("gunicorn exited during start")
             try:
                 if requests.get(f"{self.url}/_health", timeout=2).status_code == 200:
                     return
             except requests.RequestException:  # not up yet, or slow to boot on a busy machine
                 pass
             time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"gunicorn did not become healthy: {self.log}")
+        raise RuntimeError("gunicorn did not become healthy")
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from sso.digests import token_hash
-from tests.conftest import CHALLENGE, REDIRECT_URI
+from tests.conftest import CHALLENGE, REDIRECT_URI, VERIFIER
 
 
 def location(response) -> tuple[str, dict[str, str]]:
@@ -49,6 +49,15 @@ def test_post_form_is_accepted(oauth):
 def test_unknown_extra_parameters_are_ignored(oauth):
     oauth.login()
     assert "code" in location(oauth.authorize(foo="bar", ui_locales="en"))[1]
+
+
+def test_repeated_unknown_parameter_is_ignored(oauth):
+    """Unknown parameters are ignored even when repeated, and not carried to the login page."""
+    query = "&".join(f"{k}={v}" for k, v in oauth.authorize_params().items()) + "&ext=1&ext=2"
+    base, reply = location(oauth.client.get(f"/authorize?{query}"))
+    assert base == "http://app.test/login" and "ext" not in reply["return_to"]
+    oauth.login()
+    assert "code" in location(oauth.client.get(f"/authorize?{query}"))[1]
 
 
 def test_state_is_optional(oauth):
@@ -135,6 +144,27 @@ def test_other_errors_redirect_with_error_state_and_iss(oauth, redis, prefix, ov
         assert query["state"] == "xyz-state"
     assert "code" not in query
     assert set(redis.scan_iter(match=f"{prefix}code:*")) == before
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"code_challenge": None, "code_challenge_method": None},
+        {"code_challenge": None},
+        {"code_challenge_method": None},
+        {"code_challenge_method": "plain"},
+        {"code_challenge": VERIFIER, "code_challenge_method": "plain"},
+        {"code_challenge": "", "code_challenge_method": "S256"},
+    ],
+    ids=["no-pkce", "no-challenge", "no-method", "plain", "plain-verifier-as-challenge", "empty"],
+)
+def test_no_code_is_ever_issued_without_an_s256_challenge(oauth, redis, prefix, overrides):
+    """PKCE downgrade (RFC 9700 §4.8.2): a code without an S256 challenge does not exist, so no verifier
+    can ever be checked against a challenge-less code; with a live session the request still gets none."""
+    oauth.login()
+    base, query = location(oauth.authorize(**overrides))
+    assert base == REDIRECT_URI and query["error"] == "invalid_request" and "code" not in query
+    assert list(redis.scan_iter(match=f"{prefix}code:*")) == []
 
 
 def test_repeated_parameter_is_invalid_request_redirected(oauth):
@@ -253,11 +283,3 @@ def test_auth_after_in_the_future_is_refused(oauth, clock):
     oauth.login()
     _, query = location(oauth.authorize(auth_after=str(int(clock.now) + 3600)))
     assert query["error"] == "invalid_request" and "auth_after" in query["error_description"]
-
-
-def test_repeated_unknown_parameter_is_ignored(oauth):
-    """RFC 6749 §3.1 forbids repeating defined parameters; unknown ones are ignored, repeated or not."""
-    oauth.login()
-    params = oauth.authorize_params()
-    query = "&".join(f"{k}={v}" for k, v in params.items()) + "&utm=1&utm=2"
-    assert "code" in location(oauth.client.get(f"/authorize?{query}"))[1]

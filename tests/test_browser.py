@@ -52,6 +52,22 @@ def test_set_cookie_rejects_unknown_token(client, token):
     assert "Set-Cookie" not in response.headers
 
 
+@pytest.mark.parametrize("origin", ["http://evil.test", "null", "http://app.test.evil.test"])
+def test_set_cookie_refuses_foreign_origins(api, client, origin):
+    """Login CSRF: a page elsewhere cannot plant a session (even a valid one) in the browser."""
+    body = api.create("42")
+    response = client.post("/session/set-cookie", json={"token": body["token"]}, headers={"Origin": origin})
+    assert response.status_code == 403 and response.get_json()["error"] == "access_denied"
+    assert "Set-Cookie" not in response.headers
+
+
+def test_set_cookie_refuses_a_cross_site_form_post(api, client):
+    """A form can POST text/plain without a preflight: refused by content type, no cookie set."""
+    body = api.create("42")
+    response = client.post("/session/set-cookie", data=f'{{"token": "{body["token"]}"}}', content_type="text/plain")
+    assert response.status_code == 415 and "Set-Cookie" not in response.headers
+
+
 def test_set_cookie_preflight_allows_only_app_origins(client):
     """The CORS preflight names app origins, with credentials, and nobody else."""
     ok = client.options(
@@ -115,6 +131,20 @@ def test_logout_invalidate_all_ends_every_session(api, client, services, events)
     assert event["type"] == "global-logout" and event["user_id"] == "42"
 
 
+@pytest.mark.parametrize("invalidate", ["session", "all"])
+def test_refresh_after_logout_fails(oauth, api, invalidate):
+    """Logging out with invalidate=session|all kills the session's refresh families and access tokens at once."""
+    oauth.login()
+    body = oauth.tokens()
+    response = oauth.client.post("/logout", data={"invalidate": invalidate}, headers={"Origin": APP})
+    assert response.status_code == 204
+    assert oauth.refresh(body["refresh_token"]).get_json()["error"] == "invalid_grant"
+    intro = api.client.post("/introspect", data={"token": body["access_token"]}, headers=api.headers)
+    assert intro.get_json() == {"active": False}
+    userinfo = oauth.client.get("/userinfo", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert userinfo.status_code == 401
+
+
 @pytest.mark.parametrize(
     "headers", [{"Origin": "http://evil.test"}, {}, {"Origin": "null"}, {"Referer": "http://evil.test/page"}]
 )
@@ -138,19 +168,3 @@ def test_logout_accepts_same_origin_and_referer(client):
 def test_logout_rejects_unknown_invalidate_value(client):
     response = client.post("/logout", data={"invalidate": "everyone"}, headers={"Origin": APP})
     assert response.status_code == 400 and response.get_json()["error_description"].startswith("invalidate")
-
-
-@pytest.mark.parametrize("origin", ["http://evil.test", "null", "http://app.test.evil.test"])
-def test_set_cookie_refuses_foreign_origins(api, client, origin):
-    """A third-party page cannot plant a session cookie (login CSRF, session fixation)."""
-    body = api.create("42")
-    response = client.post("/session/set-cookie", json={"token": body["token"]}, headers={"Origin": origin})
-    assert response.status_code == 403 and response.get_json()["error"] == "access_denied"
-    assert "Set-Cookie" not in response.headers
-
-
-def test_set_cookie_rejects_non_json_simple_requests(api, client):
-    """A cross-site HTML form (text/plain or urlencoded) cannot reach the endpoint."""
-    body = api.create("42")
-    response = client.post("/session/set-cookie", data=f'{{"token": "{body["token"]}"}}', content_type="text/plain")
-    assert response.status_code == 415 and "Set-Cookie" not in response.headers

@@ -52,6 +52,24 @@ def test_malformed_json_is_invalid_request(client, service_headers, payload):
     assert_json_error(response, 400, "invalid_request")
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "[" * 1000 + "]" * 1000,
+        '{"a":' * 1000 + "1" + "}" * 1000,
+        '{"user_id": "1", "claims": ' + '{"a":' * 990 + "1" + "}" * 990 + "}",
+        '{"user_id": "1", "claims": {"a": ' + "[" * 990 + "]" * 990 + "}}",
+    ],
+    ids=["array", "object", "claims-object", "claims-array"],
+)
+def test_deeply_nested_json_is_invalid_request(client, service_headers, payload):
+    """JSON nested 1000 deep overflows Python's parser: a 400, not a 500 (found by the hostile-input tests)."""
+    response = client.post(
+        "/session/create", data=payload, headers={**service_headers, "Content-Type": "application/json"}
+    )
+    assert_json_error(response, 400, "invalid_request")
+
+
 def test_health_ok(client):
     response = client.get("/_health")
     assert response.status_code == 200 and response.get_json() == {"status": "ok"}

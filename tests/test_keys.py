@@ -177,6 +177,27 @@ def test_oversized_but_validly_signed_token_is_rejected_before_crypto(keyset, ke
         verify(keyset, token)
 
 
+def test_jwe_is_rejected_before_python_jose(keyset, monkeypatch):
+    """CVE-2024-33664: python-jose inflates a JWE's zip=DEF payload without a bound. A five-part token
+    (JWE compact form) carrying a deflate bomb never reaches python-jose: verification wants three parts."""
+    import zlib
+
+    import jose.jwe
+    import jose.jwt
+
+    def forbidden(*_args, **_kwargs):
+        raise AssertionError("python-jose was called")
+
+    monkeypatch.setattr(jose.jwe, "decrypt", forbidden)
+    monkeypatch.setattr(jose.jwt, "decode", forbidden)
+    header = b64(json.dumps({"alg": "dir", "enc": "A128GCM", "zip": "DEF", "kid": keyset.kid}).encode())
+    bomb = b64(zlib.compress(b"\0" * 5_000_000, 9))  # 5 MB of zeros in ~5 KB
+    token = f"{header}..{b64(b'iv' * 6)}.{bomb}.{b64(b'tag' * 5)}"
+    assert len(token) < 8192
+    with pytest.raises(TokenRejected, match="compact JWS"):
+        verify(keyset, token)
+
+
 def test_signing_key_must_be_among_the_published_keys(key_pair):
     _, other_public = generate_key_pair()
     with pytest.raises(ValueError):

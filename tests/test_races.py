@@ -15,16 +15,21 @@ from tests.server import GunicornServer, LiveFlow, server_env
 RACERS = 20
 
 
-def race(fn, n: int = RACERS) -> list[requests.Response]:
-    """Run fn n times at once, released together by a barrier."""
-    barrier = threading.Barrier(n)
+def race_all(calls: list) -> list[requests.Response]:
+    """Run the calls at once, released together by a barrier; answers in call order."""
+    barrier = threading.Barrier(len(calls))
 
-    def run(_: int) -> requests.Response:
+    def run(fn) -> requests.Response:
         barrier.wait()
         return fn()
 
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(run, range(n)))
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def race(fn, n: int = RACERS) -> list[requests.Response]:
+    """Run fn n times at once."""
+    return race_all([fn] * n)
 
 
 @pytest.fixture(params=[0], ids=["grace0"])
@@ -81,15 +86,7 @@ def test_refresh_racing_session_invalidation(live):
             json={"user_id": "42", "session_id_hashes": [sid]},
         )
 
-    calls = [lambda t=t: live.refresh(t["refresh_token"]) for t in tokens] + [invalidate]
-    barrier = threading.Barrier(len(calls))
-
-    def run(fn):
-        barrier.wait()
-        return fn()
-
-    with ThreadPoolExecutor(len(calls)) as pool:
-        responses = list(pool.map(run, calls))
+    responses = race_all([lambda t=t: live.refresh(t["refresh_token"]) for t in tokens] + [invalidate])
     assert all(r.status_code < 500 for r in responses)
     assert responses[-1].json() == {"invalidated": [sid]}
     for r in responses[:-1]:
@@ -98,3 +95,51 @@ def test_refresh_racing_session_invalidation(live):
             assert live.refresh(body["refresh_token"]).json()["error"] == "invalid_grant"
         else:
             assert body["error"] == "invalid_grant"
+
+
+def check_user_keys_consistent(redis, prefix: str, user_id: str) -> set[str]:
+    """No half-written state: records, pointers and the listing index agree; returns the live sids."""
+    base = f"{prefix}{{{user_id}}}:"
+    records = {k[len(f"{base}session:") :] for k in redis.scan_iter(match=f"{base}session:*")}
+    fields = {"user_id", "created_at", "last_active_at", "expires_at", "client_ip", "user_agent", "platform", "claims"}
+    for sid in records:
+        assert set(redis.hgetall(f"{base}session:{sid}")) == fields, sid
+        assert redis.get(f"{prefix}sid:{sid}") == user_id, sid
+    assert set(redis.zrange(f"{base}sessions", 0, -1)) == records
+    pointers = {k[len(f"{prefix}sid:") :] for k in redis.scan_iter(match=f"{prefix}sid:*") if redis.get(k) == user_id}
+    assert pointers == records
+    return records
+
+
+def test_invalidate_all_racing_session_creation(live, redis, prefix):
+    """Creates racing invalidate-alls: each session ends exactly once or stays whole and alive; no 5xx."""
+    user = "77"
+
+    def create() -> requests.Response:
+        return requests.post(f"{live.url}/session/create", headers=live.headers, timeout=10, json={"user_id": user})
+
+    def invalidate_all() -> requests.Response:
+        return requests.post(
+            f"{live.url}/session/invalidate-all", headers=live.headers, timeout=10, json={"user_id": user}
+        )
+
+    for _round in range(3):
+        before = {create().json()["session_id_hash"] for _ in range(5)}
+        responses = race_all([create] * 16 + [invalidate_all] * 4)
+        assert [r.status_code for r in responses] == [201] * 16 + [200] * 4, [r.text for r in responses]
+        created = {r.json()["session_id_hash"] for r in responses[:16]}
+        ended_lists = [r.json()["invalidated"] for r in responses[16:]]
+        ended = [sid for lst in ended_lists for sid in lst]
+        assert len(ended) == len(set(ended)), "a session was reported ended twice"
+        assert before <= set(ended), "a session older than every invalidate-all survived"
+        assert set(ended) <= before | created
+        alive = check_user_keys_consistent(redis, prefix, user)
+        assert alive == created - set(ended), "each created session is either ended or alive, never both"
+        listed = requests.get(f"{live.url}/session/list/{user}", headers=live.headers, timeout=10).json()
+        assert {s["session_id_hash"] for s in listed["sessions"]} == alive
+        for sid in created:
+            valid = requests.post(
+                f"{live.url}/session/validate", headers=live.headers, timeout=10, json={"token_hash": sid}
+            ).json()["valid"]
+            assert valid is (sid in alive)
+        invalidate_all()  # a clean slate for the next round

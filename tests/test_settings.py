@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config.keygen import ensure_env_file, env_lines, generate_key_pair
-from config.settings import ConfigError, load_settings
+from config.settings import ConfigError, RateLimit, load_settings
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,26 @@ def test_lists_and_derivations(env):
     assert s.issuer == "https://sso.fluxer.test"
 
 
+def test_rate_limits(env):
+    """Defaults per README; count/period in seconds, minutes, hours or days; off (or 0) disables."""
+    s = load_settings(env)
+    assert s.rate_limit_service_auth_failures == RateLimit(20, 60)
+    assert s.rate_limit_token_failures == RateLimit(60, 60) == s.rate_limit_authorize_failures
+    assert s.rate_limit_validate_failures == RateLimit(6000, 60)
+    s = load_settings(
+        {
+            **env,
+            "SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES": "5/second",
+            "SSO_RATE_LIMIT_TOKEN_FAILURES": "100 / 2 hours",
+            "SSO_RATE_LIMIT_AUTHORIZE_FAILURES": "off",
+            "SSO_RATE_LIMIT_VALIDATE_FAILURES": "0/minute",
+        }
+    )
+    assert s.rate_limit_service_auth_failures == RateLimit(5, 1)
+    assert s.rate_limit_token_failures == RateLimit(100, 7200)
+    assert s.rate_limit_authorize_failures is None and s.rate_limit_validate_failures is None
+
+
 def test_escaped_newlines_in_pems_are_accepted(env):
     """PEMs on one line with literal \\n (as `make keys` writes them) load."""
     s = load_settings({**env, "SSO_JWT_PRIVATE_KEY": env["SSO_JWT_PRIVATE_KEY"].strip().replace("\n", "\\n")})
@@ -86,6 +106,10 @@ def test_escaped_newlines_in_pems_are_accepted(env):
         ({"SSO_COOKIE_DOMAIN": "bad domain;"}, "SSO_COOKIE_DOMAIN"),
         ({"SSO_REDIS_PREFIX": "sso {x}"}, "SSO_REDIS_PREFIX"),
         ({"SSO_LOGIN_URL": "ftp://x"}, "SSO_LOGIN_URL"),
+        ({"SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES": "lots"}, "SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES"),
+        ({"SSO_RATE_LIMIT_TOKEN_FAILURES": "10/fortnight"}, "SSO_RATE_LIMIT_TOKEN_FAILURES"),
+        ({"SSO_RATE_LIMIT_AUTHORIZE_FAILURES": "5/0minutes"}, "SSO_RATE_LIMIT_AUTHORIZE_FAILURES"),
+        ({"SSO_RATE_LIMIT_VALIDATE_FAILURES": "-1/minute"}, "SSO_RATE_LIMIT_VALIDATE_FAILURES"),
     ],
 )
 def test_bad_variables_name_themselves(env, change, variable):

@@ -70,9 +70,9 @@ def test_family_jti_index_is_pruned_and_revocation_denies_only_live_tokens(servi
 
 
 @pytest.mark.skipif(not has_redis_server(), reason="needs redis-server to stall a private Redis")
-def test_stalled_redis_is_a_503_not_a_double_rotation(settings, redis):
-    """A refresh while Redis is stalled past the socket timeout answers 503; the script is not re-sent.
-    With a grace window, the client's own retry then gets the successor."""
+def test_long_stall_is_a_503_and_a_grace_retry_then_succeeds(settings, redis):
+    """A refresh while Redis stalls past both attempts answers 503 within ~2 s. The timed-out
+    rotation may still have run; with a grace window the client's own retry gets its successor."""
     import dataclasses
 
     private = RedisServer()
@@ -85,7 +85,7 @@ def test_stalled_redis_is_a_503_not_a_double_rotation(settings, redis):
         tokens = live.exchange(live.code(live.login())).json()
         stall = threading.Thread(
             target=lambda: private_client(private).eval(
-                "local s = redis.call('TIME')[1] while redis.call('TIME')[1] - s < 3 do end return 1", 0
+                "local s = redis.call('TIME')[1] while redis.call('TIME')[1] - s < 4 do end return 1", 0
             )
         )
         stall.start()
@@ -95,7 +95,7 @@ def test_stalled_redis_is_a_503_not_a_double_rotation(settings, redis):
         elapsed = time.monotonic() - started
         stall.join()
         assert during.status_code == 503 and during.json()["error"] == "temporarily_unavailable"
-        assert elapsed < 2.5
+        assert elapsed < 3.0
         retry = live.refresh(tokens["refresh_token"])
         assert retry.status_code == 200, retry.text
         assert live.refresh(retry.json()["refresh_token"]).status_code == 200

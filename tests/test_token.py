@@ -9,7 +9,7 @@ import json
 import pytest
 
 from sso.digests import token_hash
-from tests.conftest import REDIRECT_URI, VERIFIER
+from tests.conftest import CHALLENGE, REDIRECT_URI, VERIFIER
 
 
 def jwt_parts(token: str) -> tuple[dict, dict]:
@@ -108,6 +108,22 @@ def test_failed_pkce_burns_the_code(oauth):
     assert oauth.exchange(code).get_json()["error"] == "invalid_grant"
 
 
+@pytest.mark.parametrize(
+    "verifier, error",
+    [(None, "invalid_request"), ("", "invalid_request"), (CHALLENGE, "invalid_grant")],
+    ids=["absent", "empty", "challenge-as-plain-verifier"],
+)
+def test_pkce_cannot_be_downgraded_at_the_token_endpoint(oauth, verifier, error):
+    """A code bound to an S256 challenge needs its verifier: none or an empty one is invalid_request (no
+    guess is evaluated), and the challenge itself, what a downgrade to plain would send, is a failed
+    guess that burns the code."""
+    oauth.login()
+    code = oauth.code()
+    response = oauth.exchange(code, code_verifier=verifier)
+    assert response.status_code == 400 and response.get_json()["error"] == error
+    assert (oauth.exchange(code).status_code == 200) is (error == "invalid_request")
+
+
 def test_code_is_single_use_and_replay_revokes_what_it_issued(oauth, services, api):
     """A second redemption fails and kills the refresh family and access token of the first."""
     oauth.login()
@@ -142,15 +158,27 @@ def test_token_endpoint_is_form_encoded_only(oauth):
     assert response.status_code == 415 and response.get_json()["error"] == "invalid_request"
 
 
-def test_repeated_token_parameter_is_rejected(oauth):
-    oauth.login()
+def _post_raw_exchange(oauth, extra: str):
     code = oauth.code()
     body = (
-        f"grant_type=authorization_code&code={code}&code={code}&redirect_uri={REDIRECT_URI}"
-        f"&code_verifier={VERIFIER}&client_id=fluxer"
+        f"grant_type=authorization_code&code={code}&redirect_uri={REDIRECT_URI}"
+        f"&code_verifier={VERIFIER}&client_id=fluxer{extra.format(code=code)}"
     )
-    response = oauth.client.post("/token", data=body, content_type="application/x-www-form-urlencoded")
+    return oauth.client.post("/token", data=body, content_type="application/x-www-form-urlencoded")
+
+
+def test_repeated_token_parameter_is_rejected(oauth):
+    """RFC 6749 §3.1: a parameter must not be sent twice."""
+    oauth.login()
+    response = _post_raw_exchange(oauth, "&code={code}")
     assert response.status_code == 400 and "code" in response.get_json()["error_description"]
+
+
+def test_repeated_unknown_parameter_is_ignored(oauth):
+    """RFC 6749 §3.1: unrecognised parameters are ignored, repeated or not (found by the fuzz)."""
+    oauth.login()
+    response = _post_raw_exchange(oauth, "&extension=1&extension=2")
+    assert response.status_code == 200, response.get_json()
 
 
 def test_token_cors_for_app_origins(oauth):

@@ -54,7 +54,10 @@ def test_userinfo_needs_openid_scope(oauth):
         {"Authorization": "Basic abc"},
         {"Authorization": "Bearer garbage"},
         {"Authorization": "Bearer a.b.c"},
+        {"Authorization": "Bearer " + "a" * 100_000},
+        {"Authorization": "Bearer " + ("e30." * 3000)[:-1]},
     ],
+    ids=["none", "empty", "basic", "garbage", "three-dots", "oversized", "oversized-jws-shape"],
 )
 def test_userinfo_rejects_missing_or_bad_tokens(client, headers):
     response = client.get("/userinfo", headers=headers)

@@ -31,12 +31,12 @@ def _cors(response: Response) -> Response:
 @bp.post("/session/set-cookie")
 @use_schema(SetCookieSchema)
 def set_cookie(data: dict[str, Any]) -> Response:
-    """A browser call from an app origin; a foreign Origin is refused so no page can
-    plant its own session in a victim's browser (login CSRF / session fixation)."""
+    """Login CSRF is already stopped by the JSON content type (a preflight only app origins pass);
+    a browser's Origin from anywhere else is refused outright as well."""
     svc = services()
     origin = request.headers.get("Origin")
-    if origin is not None and not _trusted_origin(origin):
-        raise errors.Forbidden("The SSO cookie is set only for a Fluxer app origin.")
+    if origin is not None and origin not in _trusted_origins():
+        raise errors.Forbidden("The cookie is set only for a Fluxer app origin.")
     session = svc.sessions.from_token(data["token"])
     if session is None:
         raise errors.Unauthorized("The session token is invalid or expired.")
@@ -45,11 +45,11 @@ def set_cookie(data: dict[str, Any]) -> Response:
     return response
 
 
-def _trusted_origin(origin: str | None) -> bool:
-    """One of SSO_APP_ORIGINS, or the issuer's own origin."""
+def _trusted_origins() -> tuple[str, ...]:
+    """The app origins and the issuer's own origin."""
     settings = services().settings
     issuer = urlsplit(settings.issuer)
-    return origin in (*settings.app_origins, f"{issuer.scheme}://{issuer.netloc}")
+    return (*settings.app_origins, f"{issuer.scheme}://{issuer.netloc}")
 
 
 def _request_origin() -> str | None:
@@ -64,7 +64,7 @@ def _request_origin() -> str | None:
 @use_schema(LogoutSchema, location="values")
 def logout(data: dict[str, Any]) -> Response:
     svc = services()
-    if not _trusted_origin(_request_origin()):
+    if _request_origin() not in _trusted_origins():
         raise errors.Forbidden("Logout is accepted only from a Fluxer app origin.")
     token = sso_cookie(request)
     session = svc.sessions.from_token(token) if token else None

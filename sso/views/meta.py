@@ -1,4 +1,4 @@
-"""Discovery, JWKS and health: public, cheap, precomputed where possible."""
+"""Discovery, JWKS, the OpenAPI document and health: public, cheap, precomputed where possible."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ def discovery() -> Response:
 @bp.get("/.well-known/jwks.json")
 def jwks() -> Response:
     return _precomputed(services().keys.jwks_json)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return _precomputed(services().openapi_json)
 
 
 @bp.get("/_health")

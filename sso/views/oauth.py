@@ -7,9 +7,19 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from sso import errors
+from sso import errors, ratelimit
 from sso.cookies import sso_cookie
-from sso.http import apply_cors, no_store, note_user, require_service, service_authenticated, services, use_schema
+from sso.http import (
+    apply_cors,
+    authenticate_service,
+    count_failure,
+    no_store,
+    note_user,
+    rate_limited,
+    require_service,
+    services,
+    use_schema,
+)
 from sso.schemas import TokenInputSchema, TokenSchema
 
 bp = Blueprint("oauth", __name__)
@@ -25,13 +35,17 @@ def _cors(response: Response) -> Response:
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
+@rate_limited(ratelimit.AUTHORIZE)
 def authorize() -> BaseResponse:
     params = (request.args if request.method == "GET" else request.form).to_dict(flat=False)
-    location = services().authorization.authorize(params, sso_cookie(request))
-    return no_store(redirect(location, 302))
+    outcome = services().authorization.authorize(params, sso_cookie(request))
+    if outcome.failed:
+        count_failure(ratelimit.AUTHORIZE)
+    return no_store(redirect(outcome.location, 302))
 
 
 @bp.post("/token")
+@rate_limited(ratelimit.TOKEN)
 @use_schema(TokenSchema, location="form")
 def token(data: dict[str, Any]) -> Response:
     issued = services().grants.token(data)
@@ -66,8 +80,7 @@ def revoke(data: dict[str, Any]) -> Response:
     svc = services()
     client_id: str | None = None
     if request.headers.get("Authorization"):
-        if not service_authenticated(svc.settings.service_secrets):
-            raise errors.ServiceAuthRequired()
+        authenticate_service()
     elif svc.clients.known(data["client_id"]):
         client_id = data["client_id"]
     else:
