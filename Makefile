@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install install-dev keys run test lint openapi clean
+.PHONY: install install-dev keys run test lint openapi bench bench-profile clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ lint: install-dev                  ## ruff, mypy, bandit, and pip-audit (needs P
 	$(VENV)/bin/mypy sso config app.py
 	$(VENV)/bin/bandit -q -r sso config app.py wsgi.py
 	tools/audit-deps
+
+bench: install-dev                 ## benchmark table + 100k-request memory soak (~4 min), also in bench/results/latest.md
+	$(PY) -m bench.run --soak 100000
+
+bench-profile: install-dev         ## where each path's CPU goes: py-spy on the workers, into bench/results/profile/
+	$(PY) -m bench.run --profile bench/results/profile
 
 openapi: install                   ## regenerate docs/openapi.json from the marshmallow schemas
 	$(PY) -m sso.openapi > docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
