@@ -125,6 +125,19 @@ class LoadResult:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def merge(results: list[LoadResult]) -> LoadResult:
+    """Several runs of one scenario as one."""
+    total = LoadResult()
+    for r in results:
+        total.ops += r.ops
+        total.errors += r.errors
+        total.seconds += r.seconds
+        total.latencies += r.latencies
+        total.reasons += r.reasons
+        total.cpu_seconds += r.cpu_seconds
+    return total
+
+
 class _Conn:
     def __init__(self, index: int, sock: socket.socket) -> None:
         self.index = index

@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 2
 CONCURRENCY = (1, 16)
 ACTIVITY_INTERVAL = 300  # the default SSO_ACTIVITY_UPDATE_INTERVAL
+QUIET = 0.2  # seconds after a run without activity writes to wait for (events go out at once)
 ISSUER = "http://sso.bench"
 
 
@@ -192,7 +194,8 @@ class Row:
     scenario: Scenario
     connections: int
     result: load.LoadResult
-    cpu_ms: float  # per op: gunicorn + redis
+    cpu_ms: float  # per op: gunicorn + redis, the median of the repeats
+    cpu_range: tuple[float, float]
     redis_cpu_ms: float
     rss_mb: tuple[float, ...]
     commands: float  # per op, INFO commandstats (script-internal commands included)
@@ -216,33 +219,60 @@ def activity_writes(svc: Service, fixtures: list[Fixture], stale: int) -> int:
     return sum(int(svc.redis.hget(k, "last_active_at") or 0) != stale for k in keys)
 
 
-def measure(svc: Service, scenario: Scenario, connections: int, args: argparse.Namespace) -> Row:
+@dataclass
+class Sample:
+    """One measured run of one scenario at one concurrency."""
+
+    result: load.LoadResult
+    cpu_ms: float  # per op: gunicorn + redis
+    redis_ms: float
+    other_cpu: float  # seconds the rest of the machine was busy meanwhile (not server, not load generator)
+    commands: Counter[str]
+    activity: tuple[int, int] | None  # (writes, sessions), measured on the last pass only
+
+
+def measure(svc: Service, scenario: Scenario, connections: int, args: argparse.Namespace, *, last: bool) -> Sample:
     fixtures = svc.fixtures[:connections]
-    make_op = scenario.prepare(svc.target, fixtures)
-    stale = backdate(svc, fixtures) if scenario.marks_activity else 0
-    cpu0, cmd0 = probes.cpu_snapshot(svc.master, svc.redis_pid), probes.commandstats(svc.redis)
+    make_op = scenario.prepare(svc.target, fixtures)  # outside the window: fresh refresh chains each run
+    stale = backdate(svc, fixtures) if last and scenario.marks_activity else None
+    cmd0, cpu0 = probes.commandstats(svc.redis), probes.cpu_snapshot(svc.master, svc.redis_pid)
     result = run_load(svc.target.address, make_op, connections=connections, max_ops=args.ops, seconds=args.seconds)
-    time.sleep(args.settle)  # the background greenlets write activity within a second
-    cpu1, cmd1 = probes.cpu_snapshot(svc.master, svc.redis_pid), probes.commandstats(svc.redis)
+    cpu1 = probes.cpu_snapshot(svc.master, svc.redis_pid)
+    time.sleep(
+        args.settle if stale is not None else min(QUIET, args.settle)
+    )  # background activity writes land within a second
+    cmd1 = probes.commandstats(svc.redis)
     if cpu1.workers != cpu0.workers:
         result.errors += 1
         result.reasons[f"workers changed: {cpu0.workers} -> {cpu1.workers}"] += 1
-    ops = max(1, result.ops)
-    delta = cmd1 - cmd0
+    server, redis_cpu, ops = cpu1.gunicorn - cpu0.gunicorn, cpu1.redis - cpu0.redis, max(1, result.ops)
+    return Sample(
+        result=result,
+        cpu_ms=(server + redis_cpu) / ops * 1000,
+        redis_ms=redis_cpu / ops * 1000,
+        other_cpu=(cpu1.machine - cpu0.machine) - server - redis_cpu - result.cpu_seconds,
+        commands=cmd1 - cmd0,
+        activity=None if stale is None else (activity_writes(svc, fixtures, stale), len(fixtures)),
+    )
+
+
+def row(svc: Service, scenario: Scenario, connections: int, samples: list[Sample]) -> Row:
+    """The passes' samples of one scenario and concurrency as one table row: CPU/op is their median."""
+    total = load.merge([s.result for s in samples])
+    commands: Counter[str] = sum((s.commands for s in samples), Counter())
+    cpu = [s.cpu_ms for s in samples]
     return Row(
         scenario=scenario,
         connections=connections,
-        result=result,
-        cpu_ms=((cpu1.gunicorn - cpu0.gunicorn) + (cpu1.redis - cpu0.redis)) / ops * 1000,
-        redis_cpu_ms=(cpu1.redis - cpu0.redis) / ops * 1000,
-        rss_mb=tuple(probes.rss_mb(p) for p in cpu1.workers),
-        commands=sum(delta.values()) / ops,
-        evalsha=delta["evalsha"] / ops,
-        activity=(activity_writes(svc, fixtures, stale), len(fixtures)) if scenario.marks_activity else None,
-        other_cpu=(cpu1.machine - cpu0.machine)
-        - (cpu1.gunicorn - cpu0.gunicorn)
-        - (cpu1.redis - cpu0.redis)
-        - result.cpu_seconds,
+        result=total,
+        cpu_ms=statistics.median(cpu),
+        cpu_range=(min(cpu), max(cpu)),
+        redis_cpu_ms=statistics.median(s.redis_ms for s in samples),
+        rss_mb=tuple(probes.rss_mb(p) for p in probes.children(svc.master)),
+        commands=sum(commands.values()) / max(1, total.ops),
+        evalsha=commands["evalsha"] / max(1, total.ops),
+        activity=samples[-1].activity,
+        other_cpu=sum(s.other_cpu for s in samples),
     )
 
 
@@ -251,7 +281,7 @@ def capture_commands(svc: Service, scenario: Scenario, args: argparse.Namespace)
     make_op = scenario.prepare(svc.target, svc.fixtures[:1])
     monitor = probes.Monitor(svc.redis_server.port)
     result = run_load(svc.target.address, make_op, connections=1, max_ops=args.count_ops, seconds=30)
-    time.sleep(args.settle)
+    time.sleep(min(QUIET, args.settle))
     capture = monitor.stop()
     ops = max(1, result.ops - result.errors)
     parts = [f"{_num(n / ops)} {name}" for name, n in capture.top_level.most_common()]
@@ -265,7 +295,11 @@ def app_alone(svc: Service, scenario: Scenario, args: argparse.Namespace) -> flo
     app = create_app(load_settings({**svc.env, "REDIS_URL": svc.redis_server.url}))
     try:
         make_op = scenario.prepare(svc.target, svc.fixtures[:1])
-        return inproc.cpu_per_op(app, make_op, svc.target.host, ops=args.inproc_ops, seconds=args.seconds / 2)
+        runs = [
+            inproc.cpu_per_op(app, make_op, svc.target.host, ops=args.inproc_ops, seconds=args.seconds / 2)
+            for _ in range(args.repeats)
+        ]
+        return statistics.median(runs)
     finally:
         app.extensions["sso"].redis.close()
 
@@ -340,7 +374,9 @@ def _other_share(rows: list[Row]) -> float:
     return max(0.0, sum(r.other_cpu for r in rows)) / max(1e-9, sum(r.result.seconds for r in rows))
 
 
-def render(rows: list[Row], yard: Yardstick, soak_points: list[tuple[int, tuple[float, ...]]], log: str) -> str:
+def render(
+    rows: list[Row], yard: Yardstick, soak_points: list[tuple[int, tuple[float, ...]]], log: str, repeats: int
+) -> str:
     out = [
         f"## Fluxer SSO benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {_commit()}",
         "",
@@ -351,16 +387,17 @@ def render(rows: list[Row], yard: Yardstick, soak_points: list[tuple[int, tuple[
         f"- one RS256 signature (KeySet.sign, access-token claims): **{yard.sign_ms:.3f} ms CPU**; "
         f"RSA-2048 sign alone (cryptography): {yard.raw_sign_ms:.3f} ms; KeySet.verify: {yard.verify_ms:.3f} ms",
         "- CPU/op = utime+stime of the gunicorn master, workers and redis-server per operation "
-        "(load generator excluded); app alone = the same operations through the WSGI app in-process, without "
-        "gunicorn and gevent (bench/inproc.py); Redis cmds/op from INFO commandstats, script-internal commands "
-        "included",
+        f"(load generator excluded), the median of {repeats} runs in separate passes (their range in brackets); "
+        "app alone = the same operations through the WSGI app in-process, without gunicorn and gevent "
+        "(bench/inproc.py); Redis cmds/op from INFO commandstats, script-internal commands included",
         f"- load generator: {_loadgen_ms(rows):.3f} ms CPU/op on average (not counted); the rest of the machine was "
         f"busy {_other_share(rows):.0%} of one core during the measured runs (other processes: it skews latency "
         "and throughput, much less CPU/op)",
         "",
-        "| scenario | conc | ops | ops/s | p50 ms | p99 ms | errors | CPU ms/op (Redis) | × RS256 | app alone ms/op "
-        "| worker RSS MB | Redis cmds/op | per op, as Redis sees it (MONITOR pass) | activity writes |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
+        "| scenario | conc | ops | ops/s | p50 ms | p99 ms | errors | CPU ms/op (range) | of which Redis "
+        "| × RS256 | app alone ms/op | worker RSS MB | Redis cmds/op | per op, as Redis sees it (MONITOR pass) "
+        "| activity writes |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
     ]
     for r in rows:
         res = r.result
@@ -368,7 +405,8 @@ def render(rows: list[Row], yard: Yardstick, soak_points: list[tuple[int, tuple[
         out.append(
             f"| {r.scenario.name} | {r.connections} | {res.ops} | {res.ops / res.seconds:.0f} "
             f"| {res.percentile(0.50) * 1000:.2f} | {res.percentile(0.99) * 1000:.2f} | {res.errors} "
-            f"| {r.cpu_ms:.3f} ({r.redis_cpu_ms:.3f}) | {r.cpu_ms / yard.sign_ms:.2f} | {r.app_ms:.3f} "
+            f"| {r.cpu_ms:.3f} ({r.cpu_range[0]:.2f}–{r.cpu_range[1]:.2f}) | {r.redis_cpu_ms:.3f} "
+            f"| {r.cpu_ms / yard.sign_ms:.2f} | {r.app_ms:.3f} "
             f"| {' / '.join(f'{m:.1f}' for m in r.rss_mb)} | {r.commands:.2f} | {r.capture} | {activity} |"
         )
     scenarios = dict.fromkeys(r.scenario for r in rows)
@@ -389,8 +427,9 @@ def render(rows: list[Row], yard: Yardstick, soak_points: list[tuple[int, tuple[
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=float, default=4.0, help="per measured run (default 4)")
-    p.add_argument("--ops", type=int, default=20_000, help="cap on operations per measured run")
+    p.add_argument("--seconds", type=float, default=1.5, help="per measured run (default 1.5)")
+    p.add_argument("--repeats", type=int, default=3, help="passes over all scenarios (default 3)")
+    p.add_argument("--ops", type=int, default=10_000, help="cap on operations per measured run")
     p.add_argument("--warmup", type=int, default=400, help="untimed operations before a scenario")
     p.add_argument("--count-ops", type=int, default=100, help="operations in the MONITOR pass")
     p.add_argument("--inproc-ops", type=int, default=2000, help="operations of the in-process app pass (0: none)")
@@ -414,30 +453,39 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with running_service(private_pem, public_pem) as svc:
         svc.fixtures = make_fixtures(svc.target, max(CONCURRENCY))
+        captures, app_ms = {}, {}
         for scenario in scenarios:
             make_op = scenario.prepare(svc.target, svc.fixtures)
             run_load(svc.target.address, make_op, connections=max(CONCURRENCY), max_ops=args.warmup, seconds=5)
-            time.sleep(args.settle)  # let the warm-up's background writes land before the MONITOR pass
+            time.sleep(min(QUIET, args.settle))
             if args.profile:
                 profiles.append(profile(svc, scenario, args))
                 print(profiles[-1], flush=True)
                 continue
-            capture = capture_commands(svc, scenario, args)
-            app_ms = app_alone(svc, scenario, args) if args.inproc_ops else 0.0
-            for connections in CONCURRENCY:
-                row = measure(svc, scenario, connections, args)
-                row.capture, row.app_ms = capture, app_ms
-                rows.append(row)
-                print(f"  {scenario.name} x{connections}: {row.result.ops} ops, {row.result.errors} errors, "
-                      f"{row.cpu_ms:.3f} ms CPU/op", file=sys.stderr, flush=True)  # fmt: skip
-                for reason, n in row.result.reasons.most_common(3):
-                    print(f"    {n} x {reason}", file=sys.stderr)
+            captures[scenario] = capture_commands(svc, scenario, args)
+            app_ms[scenario] = app_alone(svc, scenario, args) if args.inproc_ops else 0.0
+        # Passes over every scenario, so that a burst of load from elsewhere on the machine
+        # lands in one sample of several scenarios rather than in every sample of one.
+        samples: dict[tuple[Scenario, int], list[Sample]] = {}
+        for n in range(0 if args.profile else args.repeats):
+            for scenario in scenarios:
+                for connections in CONCURRENCY:
+                    sample = measure(svc, scenario, connections, args, last=n == args.repeats - 1)
+                    samples.setdefault((scenario, connections), []).append(sample)
+                    res = sample.result
+                    print(f"  pass {n + 1}: {scenario.name} x{connections}: {res.ops} ops, {res.errors} errors, "
+                          f"{sample.cpu_ms:.3f} ms CPU/op", file=sys.stderr, flush=True)  # fmt: skip
+                    for reason, count in res.reasons.most_common(3):
+                        print(f"    {count} x {reason}", file=sys.stderr)
+        for (scenario, connections), runs in samples.items():
+            rows.append(row(svc, scenario, connections, runs))
+            rows[-1].capture, rows[-1].app_ms = captures[scenario], app_ms[scenario]
         if args.soak:
             soak_points = soak(svc, args)
     if args.profile:
         (args.profile / "summary.md").write_text("\n".join(profiles))
         return 0
-    report = render(rows, yard, soak_points, svc.gunicorn.log)
+    report = render(rows, yard, soak_points, svc.gunicorn.log, args.repeats)
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)

@@ -17,13 +17,14 @@ from bench.scenarios import SCENARIOS
 from tests.redis_server import has_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--seconds", "2", "--ops", "50", "--warmup", "16", "--count-ops", "5", "--settle", "0.2",
-        "--sign-iterations", "20", "--soak", "200"]  # fmt: skip
+REPEATS, OPS = 2, 50
+TINY = ["--seconds", "2", "--ops", str(OPS), "--repeats", str(REPEATS), "--warmup", "16", "--count-ops", "5",
+        "--inproc-ops", "20", "--settle", "0.05", "--sign-iterations", "20", "--soak", "200"]  # fmt: skip
 
 
 @pytest.mark.skipif(not has_redis_server(), reason="the benchmark starts its own redis-server")
 def test_tiny_benchmark_reports_every_scenario_without_errors(tmp_path: Path) -> None:
-    """Every scenario at every concurrency completes its 50 operations, all answered as expected."""
+    """Every scenario at every concurrency completes its operations in every pass, all answered as expected."""
     out = tmp_path / "bench.md"
     run = subprocess.run(
         [sys.executable, "-m", "bench.run", *TINY, "--output", str(out)],
@@ -38,7 +39,7 @@ def test_tiny_benchmark_reports_every_scenario_without_errors(tmp_path: Path) ->
     for scenario in SCENARIOS:
         for connections in CONCURRENCY:
             cells = seen[(scenario.name, connections)]
-            assert int(cells[2]) == 50, cells  # ops
+            assert int(cells[2]) == REPEATS * OPS, cells  # ops
             assert int(cells[6]) == 0, cells  # errors
     assert "Memory soak" in out.read_text()
     assert "Server log: 0 error lines." in out.read_text()
