@@ -73,12 +73,17 @@ _ACCESS_STATE = """
 return {redis.call('EXISTS', KEYS[1]), unpack(redis.call('HMGET', KEYS[2], 'expires_at', 'claims'))}
 """
 
-_FIND_SESSION = """
--- KEYS: pointer. ARGV: prefix, sid. Returns the record's fields or false.
+# The fields of a session record, in the order _FIND_SESSION returns them.
+SESSION_FIELDS = (
+    "user_id", "created_at", "last_active_at", "expires_at", "client_ip", "user_agent", "platform", "claims",
+)  # fmt: skip
+
+_FIND_SESSION = f"""
+-- KEYS: pointer. ARGV: prefix, sid. Returns the record's values in SESSION_FIELDS order, or false.
 local user = redis.call('GET', KEYS[1])
 if not user then return false end
-local rec = redis.call('HGETALL', ARGV[1] .. '{' .. user .. '}:session:' .. ARGV[2])
-if #rec == 0 then return false end
+local rec = redis.call('HMGET', ARGV[1] .. '{{' .. user .. '}}:session:' .. ARGV[2], '{"', '".join(SESSION_FIELDS)}')
+if not rec[1] then return false end
 return rec
 """
 
@@ -397,9 +402,15 @@ class RedisStore:
         )
 
     def find_session(self, sid: str) -> dict[str, str] | None:
-        """One round trip from a session id hash to its record."""
-        flat = self._find_session(keys=[self.pointer_key(sid)], args=[self.prefix, sid])
-        return _pairs(flat) if flat else None
+        """One round trip from a session id hash to its record.
+
+        The script answers with the values alone (HMGET, in SESSION_FIELDS order),
+        not HGETALL's name/value pairs: half the reply for redis-py to parse.
+        """
+        values = self._find_session(keys=[self.pointer_key(sid)], args=[self.prefix, sid])
+        if not values:
+            return None
+        return {name: value for name, value in zip(SESSION_FIELDS, values, strict=True) if value is not None}
 
     def list_sessions(self, user_id: str, now: int) -> list[tuple[str, dict[str, str]]]:
         flat = self._list_sessions(keys=[self.index_key(user_id)], args=[self.user_base(user_id), now])
@@ -552,8 +563,8 @@ class RedisStore:
     def access_token_state(self, jti: str, user_id: str, sid: str) -> tuple[bool, dict[str, str] | None]:
         """(revoked, the session's ``expires_at`` and ``claims`` or None) in one script call.
 
-        One EVALSHA with a three-element reply costs redis-py less than a pipelined
-        EXISTS + HGETALL (a Pipeline object, two replies, the whole record parsed).
+        One EVALSHA with a three-element reply: a pipelined EXISTS + HGETALL cost
+        redis-py about twice the CPU (docs/benchmarks.md, introspection).
         """
         revoked, expires_at, claims = self._access_token_state(
             keys=[self.revoked_jti_key(jti), self.session_key(user_id, sid)]
