@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import multiprocessing
 import os
 import platform
@@ -51,6 +52,7 @@ from bench.scenarios import APP_ORIGIN, SCENARIOS, Fixture, OpFactory, Scenario,
 from config.keygen import generate_key_pair
 from config.settings import load_settings
 from sso.keys import KeySet
+from sso.logs import json_handler
 from sso.store import RedisStore
 from tests.redis_server import RedisServer
 from tests.server import GunicornServer
@@ -59,6 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 2
 CONCURRENCY = (1, 16)
 ACTIVITY_INTERVAL = 300  # the default SSO_ACTIVITY_UPDATE_INTERVAL
+PROBLEM_MARKS = ('"level":"error"', '"level":"critical"', "Traceback", "[ERROR]", "[CRITICAL]")
 QUIET = 0.2  # seconds after a run without activity writes to wait for (events go out at once)
 ISSUER = "http://sso.bench"
 
@@ -148,7 +151,6 @@ def running_service(private_pem: str, public_pem: str) -> Iterator[Service]:
         "SSO_ACTIVITY_UPDATE_INTERVAL": str(ACTIVITY_INTERVAL),
         "SSO_REFRESH_REUSE_GRACE": "0",
         "SSO_COOKIE_SECURE": "false",
-        "SSO_LOG_LEVEL": "warning",
     }
     gunicorn = GunicornServer(env, workers=WORKERS)
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
@@ -291,17 +293,28 @@ def capture_commands(svc: Service, scenario: Scenario, args: argparse.Namespace)
 
 
 def app_alone(svc: Service, scenario: Scenario, args: argparse.Namespace) -> float:
-    """CPU per operation of the WSGI app called in this process, without gunicorn and gevent."""
+    """CPU per operation of the WSGI app called in this process, without gunicorn and gevent.
+
+    Logging is set up as in the workers (JSON lines at INFO, so one access-log
+    line per request), written to /dev/null.
+    """
     app = create_app(load_settings({**svc.env, "REDIS_URL": svc.redis_server.url}))
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
     try:
-        make_op = scenario.prepare(svc.target, svc.fixtures[:1])
-        runs = [
-            inproc.cpu_per_op(app, make_op, svc.target.host, ops=args.inproc_ops, seconds=args.seconds / 2)
-            for _ in range(args.repeats)
-        ]
-        return statistics.median(runs)
+        with open(os.devnull, "w") as sink:
+            root.handlers[:] = [json_handler(sink)]
+            root.setLevel(logging.INFO)
+            make_op = scenario.prepare(svc.target, svc.fixtures[:1])
+            runs = [
+                inproc.cpu_per_op(app, make_op, svc.target.host, ops=args.inproc_ops, seconds=args.seconds / 2)
+                for _ in range(args.repeats)
+            ]
     finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
         app.extensions["sso"].redis.close()
+    return statistics.median(runs)
 
 
 def soak(svc: Service, args: argparse.Namespace) -> list[tuple[int, tuple[float, ...]]]:
@@ -417,8 +430,10 @@ def render(
         growth = max(b - a for a, b in zip(first[1], last[1], strict=False))
         out += ["", f"Memory soak (session/validate, 16 connections), worker RSS MB after N requests — {trail}; "
                     f"growth from {first[0]:,} to {last[0]:,} requests: {growth:+.1f} MB."]  # fmt: skip
-    problems = [line for line in log.splitlines() if "Traceback" in line or "ERROR" in line or "[CRITICAL]" in line]
-    out += ["", f"Server log: {len(problems)} error lines." + (f" First: {problems[0][:200]}" if problems else "")]
+    problems = [line for line in log.splitlines() if any(mark in line for mark in PROBLEM_MARKS)]
+    access = log.count('"event":"request"')
+    out += ["", f"Server log: {access} access-log lines (logging on, as deployed), {len(problems)} error lines."
+            + (f" First: {problems[0][:200]}" if problems else "")]  # fmt: skip
     return "\n".join(out) + "\n"
 
 
