@@ -27,11 +27,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
 from app import create_app  # noqa: E402
 from config.settings import ConfigError, load_settings  # noqa: E402
 from sso.cli import config_error_app  # noqa: E402
-from sso.logs import configure_logging  # noqa: E402
+from sso.logs import configure_logging, lean_records  # noqa: E402
 
 load_dotenv(os.environ.get("SSO_ENV_FILE", ".env"))
 if not logging.getLogger().handlers:  # gunicorn's logconfig_dict has set JSON logging already
     configure_logging(os.environ.get("SSO_LOG_LEVEL", "info"))
+lean_records()
 
 
 def _load() -> Flask:
