@@ -103,7 +103,7 @@ def create_app(
         clients=clients,
         tokens=tokens,
         grants=GrantService(ctx, tokens),
-        authorization=AuthorizationService(ctx, sessions),
+        authorization=AuthorizationService(ctx),
         end_session=EndSessionService(tokens=tokens, sessions=sessions, clients=clients, settings=settings),
         limiter=RateLimiter(store, limits_from(settings), clock=clock),
         discovery_json=discovery_json(settings),

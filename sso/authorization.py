@@ -19,7 +19,6 @@ from sso import errors, pkce, scopes
 from sso.context import OAuthContext
 from sso.digests import new_token, token_hash
 from sso.schemas import AuthorizeSchema, first_error
-from sso.sessions import Session, SessionService
 
 CODE_TTL = 60
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
@@ -49,9 +48,8 @@ def _single(params: Params, name: str, error: type[errors.SSOError]) -> str | No
 
 
 class AuthorizationService:
-    def __init__(self, ctx: OAuthContext, sessions: SessionService) -> None:
+    def __init__(self, ctx: OAuthContext) -> None:
         self.ctx = ctx
-        self.sessions = sessions
         self._schema = AuthorizeSchema()
         self._known = frozenset(self._schema.fields)
 
@@ -111,22 +109,24 @@ class AuthorizationService:
         floor, max_age = data.get("auth_after"), data.get("max_age")
         if floor is not None and floor > now + 60:
             raise errors.InvalidRequest("auth_after: in the future")
-        session = self.sessions.from_token(cookie_token) if cookie_token else None
         fresh_login_needed = "login" in prompts or max_age is not None or floor is not None
-        stale = session is not None and (
-            "login" in prompts
-            or (max_age is not None and now - session.created_at > max_age)
-            or (floor is not None and session.created_at < floor)
-        )
-        if session is None or stale:
+        outcome, code = "none", None
+        if cookie_token:
+            binding = {"client_id": client_id, "redirect_uri": redirect_uri, "code_challenge": challenge,
+                       "sid": token_hash(cookie_token), "scope": scope, "nonce": data.get("nonce")}  # fmt: skip
+            outcome, code = self._issue_code(binding, "login" in prompts, max_age, floor)
+        if code is None:  # no live session ("none"), or one that needs a fresh login ("stale")
             if "none" in prompts:
                 raise errors.LoginRequired()
             login = self._login_redirect(single, now if fresh_login_needed else None)
-            return AuthorizeOutcome(login, failed=session is None and cookie_token is not None)
+            return AuthorizeOutcome(login, failed=outcome == "none" and cookie_token is not None)
 
-        assert session is not None
-        code_redirect = self._issue_code(session, client_id, redirect_uri, challenge, scope, data, single.get("state"))
-        return AuthorizeOutcome(code_redirect)
+        reply = {"code": code}
+        state = single.get("state")
+        if state is not None:
+            reply["state"] = state
+        reply["iss"] = self.ctx.settings.issuer
+        return AuthorizeOutcome(append_query(redirect_uri, reply))
 
     def _login_redirect(self, params: Mapping[str, str | None], floor: int | None) -> str:
         """Send the browser to the login page, which returns it here afterwards.
@@ -144,33 +144,27 @@ class AuthorizationService:
         return append_query(self.ctx.settings.login_url, {"return_to": return_to})
 
     def _issue_code(
-        self,
-        session: Session,
-        client_id: str,
-        redirect_uri: str,
-        challenge: str,
-        scope: str,
-        data: dict[str, Any],
-        state: str | None,
-    ) -> str:
+        self, binding: dict[str, Any], login_prompted: bool, max_age: int | None, floor: int | None
+    ) -> tuple[str, str | None]:
+        """("ok", a new code bound to the cookie's session ``binding["sid"]``), or (outcome, None)
+        when that session is not alive ("none") or a fresh login is needed ("stale").
+
+        The session check and the code's storage are one script: /authorize costs
+        one Redis round trip.
+        """
         code = new_token(32)
-        self.ctx.store.save_code(
+        sid = binding["sid"]
+        issue = self.ctx.store.issue_code(
             token_hash(code),
-            {
-                "client_id": client_id,
-                "redirect_uri": redirect_uri,
-                "code_challenge": challenge,
-                "sid": session.session_id_hash,
-                "user_id": session.user_id,
-                "scope": scope,
-                "nonce": data.get("nonce"),
-                "auth_time": session.created_at,
-            },
-            CODE_TTL,
+            sid=sid,
+            binding=binding,
+            clock=self.ctx.clock(),
+            fresh_login=login_prompted,
+            max_age=max_age,
+            auth_after=floor,
+            ttl=CODE_TTL,
         )
-        self.ctx.worker.mark_active(session.user_id, session.session_id_hash, session.last_active_at)
-        reply = {"code": code}
-        if state is not None:
-            reply["state"] = state
-        reply["iss"] = self.ctx.settings.issuer
-        return append_query(redirect_uri, reply)
+        if issue.outcome != "ok":
+            return issue.outcome, None
+        self.ctx.worker.mark_active(issue.user_id, sid, issue.last_active_at)
+        return "ok", code

@@ -147,6 +147,30 @@ redis.call('HSET', KEYS[1], 'last_active_at', ARGV[1])
 return 1
 """
 
+_ISSUE_CODE = """
+-- KEYS: session pointer, code. ARGV: prefix, sid, clock, fresh login required ('1'|'0'),
+--       max_age ('' = none), auth_after ('' = none), code binding (JSON), code ttl.
+-- Stores the code only for a live session that needs no fresh login, adding the session's
+-- user_id and auth_time to the binding. Returns {'ok', user, last_active_at}, {'stale'} or {'none'}.
+local user = redis.call('GET', KEYS[1])
+if not user then return {'none'} end
+local rec = redis.call('HMGET', ARGV[1] .. '{' .. user .. '}:session:' .. ARGV[2], 'expires_at', 'created_at',
+  'last_active_at')
+local clock = tonumber(ARGV[3])
+if not rec[1] or tonumber(rec[1]) <= clock then return {'none'} end
+local now, created = math.floor(clock), tonumber(rec[2])
+if ARGV[4] == '1' or (ARGV[5] ~= '' and now - created > tonumber(ARGV[5]))
+    or (ARGV[6] ~= '' and created < tonumber(ARGV[6])) then
+  return {'stale'}
+end
+local binding = cjson.decode(ARGV[7])
+binding['user_id'] = user
+binding['auth_time'] = created
+redis.call('HSET', KEYS[2], 'data', cjson.encode(binding))
+redis.call('EXPIRE', KEYS[2], ARGV[8])
+return {'ok', user, rec[3]}
+"""
+
 _REDEEM_CODE = (
     _REVOKE_FAMILY_FN
     + """
@@ -300,6 +324,15 @@ class Rotation:
 
 
 @dataclass(frozen=True)
+class CodeIssue:
+    """What _ISSUE_CODE decided: ok (stored), stale (a fresh login is needed) or none (no live session)."""
+
+    outcome: str
+    user_id: str = ""
+    last_active_at: int = 0
+
+
+@dataclass(frozen=True)
 class FamilyStart:
     session_expires_at: int
     auth_time: int
@@ -332,6 +365,7 @@ class RedisStore:
         self._list_sessions = client.register_script(_LIST_SESSIONS)
         self._invalidate = client.register_script(_INVALIDATE)
         self._touch = client.register_script(_TOUCH)
+        self._issue_code = client.register_script(_ISSUE_CODE)
         self._redeem_code = client.register_script(_REDEEM_CODE)
         self._rotate = client.register_script(_ROTATE_REFRESH)
         self._revoke_refresh = client.register_script(_REVOKE_REFRESH)
@@ -438,11 +472,41 @@ class RedisStore:
 
     # -- authorization codes ------------------------------------------------
 
-    def save_code(self, code_hash: str, data: dict[str, Any], ttl: int) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.code_key(code_hash), "data", json.dumps(data, separators=(",", ":")))
-        pipe.expire(self.code_key(code_hash), ttl)
-        pipe.execute()
+    def issue_code(
+        self,
+        code_hash: str,
+        *,
+        sid: str,
+        binding: dict[str, Any],
+        clock: float,
+        fresh_login: bool,
+        max_age: int | None,
+        auth_after: int | None,
+        ttl: int,
+    ) -> CodeIssue:
+        """Check the session and store a code bound to it, in one script (one round trip).
+
+        The code is stored only when the session is alive at ``clock`` and no fresh
+        login is needed: not ``fresh_login`` (prompt=login), not created more than
+        ``max_age`` seconds ago, not before ``auth_after``. The stored binding gains
+        the session's ``user_id`` and ``auth_time``.
+        """
+        r = self._issue_code(
+            keys=[self.pointer_key(sid), self.code_key(code_hash)],
+            args=[
+                self.prefix,
+                sid,
+                clock,
+                "1" if fresh_login else "0",
+                "" if max_age is None else max_age,
+                "" if auth_after is None else auth_after,
+                json.dumps(binding, separators=(",", ":")),
+                ttl,
+            ],
+        )
+        if r[0] == "ok":
+            return CodeIssue("ok", user_id=r[1], last_active_at=int(r[2] or 0))
+        return CodeIssue(r[0])
 
     def read_code(self, code_hash: str) -> dict[str, Any] | None:
         """What a code is bound to, without using it up."""

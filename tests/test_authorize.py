@@ -220,6 +220,24 @@ def test_max_age_exceeded_forces_login(oauth, clock):
     assert query["error"] == "login_required"
 
 
+def test_expired_session_cookie_sends_to_login_and_stores_no_code(oauth, clock, services, redis, prefix):
+    """A session past its expiry by the service's clock is no session: login page, no code stored."""
+    oauth.login()
+    clock.advance(services.settings.session_ttl + 1)
+    assert location(oauth.authorize())[0] == "http://app.test/login"
+    assert location(oauth.authorize(prompt="none"))[1]["error"] == "login_required"
+    assert not list(redis.scan_iter(match=f"{prefix}code:*"))
+
+
+@pytest.mark.parametrize("overrides", [{"prompt": "login"}, {"max_age": "60"}])
+def test_fresh_login_request_stores_no_code(oauth, clock, redis, prefix, overrides):
+    """The session check and the code's storage are one step: a session refused for age stores nothing."""
+    oauth.login()
+    clock.advance(120)
+    assert location(oauth.authorize(**overrides))[0] == "http://app.test/login"
+    assert not list(redis.scan_iter(match=f"{prefix}code:*"))
+
+
 def test_ended_session_cookie_sends_to_login(oauth, api):
     session = oauth.login()
     api.post("/session/invalidate", {"user_id": "42", "session_id_hashes": [session["session_id_hash"]]})

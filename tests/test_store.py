@@ -24,7 +24,10 @@ def test_code_redemption_retry_gets_the_same_answer(services, api, clock):
     """A Redis client retrying the very same redemption (same marker) is not a replay."""
     store = services.store
     session = api.create("42")
-    store.save_code("c" * 43, {"user_id": "42"}, 60)
+    binding = {"sid": session["session_id_hash"]}
+    issued = store.issue_code("c" * 43, sid=session["session_id_hash"], binding=binding, clock=clock.now,
+                              fresh_login=False, max_age=None, auth_after=None, ttl=60)  # fmt: skip
+    assert issued.outcome == "ok" and issued.user_id == "42"
     now = int(clock.now)
     first = redeem(store, "c" * 43, sid=session["session_id_hash"], now=now)
     again = redeem(store, "c" * 43, sid=session["session_id_hash"], now=now)
