@@ -171,6 +171,10 @@ def _jwks(t: Target, _: list[Fixture]) -> OpFactory:
     return lambda i: fetch(t, "/.well-known/jwks.json")
 
 
+def _health(t: Target, _: list[Fixture]) -> OpFactory:
+    return lambda i: fetch(t, "/_health")
+
+
 def _create(t: Target, _: list[Fixture]) -> OpFactory:
     run, counter = secrets.token_hex(3), itertools.count()
     return lambda i: create_session(t, f"u{run}-{i}-{next(counter)}")
@@ -205,6 +209,7 @@ def _userinfo(t: Target, fx: list[Fixture]) -> OpFactory:
 SCENARIOS = (
     Scenario("discovery", "GET /.well-known/openid-configuration", _discovery),
     Scenario("jwks", "GET /.well-known/jwks.json", _jwks),
+    Scenario("health (floor)", "GET /_health: one Redis PING, the floor of a request with one round trip", _health),
     Scenario("session/create", "POST /session/create", _create),
     Scenario("session/validate", "POST /session/validate", _validate, marks_activity=True),
     Scenario("authorize (cookie)", "GET /authorize with a valid SSO cookie -> 302 with a code", _authorize, True),
