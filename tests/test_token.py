@@ -49,6 +49,13 @@ def test_no_id_token_without_openid(oauth):
     assert "id_token" not in body and body["scope"] == "profile"
 
 
+@pytest.mark.parametrize("nonce", ["n-\u00e9\u00e8-\u4e2d\u6587", "n-\U0001f600", 'n-"quoted"/\\slash\\'])
+def test_nonce_survives_the_code_binding_unchanged(oauth, nonce):
+    """The code's binding goes through Lua's cjson: non-ASCII, astral and escaped characters come back as sent."""
+    oauth.login()
+    assert jwt_parts(oauth.tokens(nonce=nonce)["id_token"])[1]["nonce"] == nonce
+
+
 def test_no_nonce_claim_when_none_sent(oauth):
     oauth.login()
     assert "nonce" not in jwt_parts(oauth.tokens(nonce=None)["id_token"])[1]
