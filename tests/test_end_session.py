@@ -133,3 +133,19 @@ def test_client_id_must_match_hint(oauth):
         "/logout", query_string={"id_token_hint": body["id_token"], "client_id": "fluxer-admin"}
     )
     assert response.status_code == 400
+
+
+def test_hint_expired_by_the_wall_clock_still_works(oauth, api, services, key_pair):
+    """An id token whose exp passed in real time (not just on the test clock) is an acceptable hint."""
+    import time
+
+    from tests.test_keys import rsa_sign
+
+    session = oauth.login()
+    now = int(time.time())
+    claims = {"iss": "http://sso.test", "sub": "42", "aud": "fluxer", "iat": now - 7200, "exp": now - 3600,
+              "auth_time": now - 7200, "sid": session["session_id_hash"]}  # fmt: skip
+    hint = rsa_sign(key_pair[0], {"alg": "RS256", "typ": "JWT", "kid": services.keys.kid}, claims)
+    response = oauth.client.get("/logout", query_string={"id_token_hint": hint})
+    assert response.status_code == 200 and response.get_json() == {"logged_out": True}
+    assert validate(api, session) is False
