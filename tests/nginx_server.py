@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tests.deploy_files import DEPLOY, substitute
 from tests.redis_server import free_port
 from tests.server import terminate
+from tests.waiting import wait_for
 
 NGINX_DIR = DEPLOY / "nginx"
 SITE = NGINX_DIR / "fluxer-sso.conf"
@@ -147,18 +147,22 @@ class NginxServer:
         if check.returncode != 0:
             raise RuntimeError(f"nginx -t failed: {self.config_test_output}")
         self.proc = subprocess.Popen(self._command(main), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.stop()
+        proc = self.proc
+
+        def listening() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError(f"nginx exited: {self.read_log('main-error.log')}")
             try:
                 with socket.create_connection(("127.0.0.1", self.https_port), timeout=0.5):
-                    return
+                    return True
             except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("nginx did not start listening")
+                return False
+
+        try:
+            wait_for(listening, timeout=timeout, what="nginx to listen", interval=0.05)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def read_log(self, name: str) -> str:
         path = self.dir / name

@@ -7,9 +7,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tests.waiting import wait_for
 
 
 def free_port() -> int:
@@ -67,16 +70,37 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
+        proc = self.proc
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError("redis-server exited during start")
             try:
-                client.ping()
-                break
+                return bool(client.ping())
             except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-        client.close()
+                return False
+
+        try:
+            wait_for(answers, timeout=10, what="redis-server to answer")
+        finally:
+            client.close()
+
+    def wait_until_stalled(self) -> None:
+        """Return once Redis has stopped answering (a DEBUG SLEEP or busy script has begun)."""
+        # no retries: redis-py would otherwise retry a timed-out PING until the stall ends
+        probe = redis.Redis(port=self.port, socket_timeout=0.05, retry=Retry(NoBackoff(), 0))
+
+        def stalled() -> bool:
+            try:
+                probe.ping()
+                return False
+            except (redis.TimeoutError, redis.ConnectionError):  # no answer within 50 ms
+                return True
+
+        try:
+            wait_for(stalled, timeout=5, what="Redis to stall", interval=0.01)
+        finally:
+            probe.close()
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final save, connections cut as by a crash."""

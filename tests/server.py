@@ -7,12 +7,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
 
 from tests.redis_server import free_port
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,18 +72,18 @@ class GunicornServer:
             raise
 
     def _wait_healthy(self, timeout: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+        assert proc is not None
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError("gunicorn exited during start")
             try:
-                if requests.get(f"{self.url}/_health", timeout=2).status_code == 200:
-                    return
+                return requests.get(f"{self.url}/_health", timeout=2).status_code == 200
             except requests.RequestException:  # not up yet, or slow to boot on a busy machine
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("gunicorn did not become healthy")
+                return False
+
+        wait_for(healthy, timeout=timeout, what="gunicorn to become healthy", interval=0.1)
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None

@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ from config.keygen import env_lines
 from tests.deploy_files import DEPLOY, gunicorn_graceful_timeout, substitute
 from tests.redis_server import free_port
 from tests.server import ROOT, server_env
+from tests.waiting import WaitTimeout, wait_for
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -158,10 +158,11 @@ def test_runtime_stage_serves_and_passes_its_own_health_check(settings, redis, t
         proc = subprocess.Popen(command, cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
         started = False
         try:
-            deadline = time.monotonic() + 30
-            while not started and proc.poll() is None and time.monotonic() < deadline:
-                started = healthy()
-                time.sleep(0 if started else 0.2)
+            outcome = wait_for(lambda: "exited" if proc.poll() is not None else healthy() and "healthy",
+                               timeout=30, what="the image's CMD to pass its health check", interval=0.2)  # fmt: skip
+            started = outcome == "healthy"
+        except WaitTimeout:
+            pass
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

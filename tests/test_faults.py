@@ -22,6 +22,7 @@ from tests.conftest import SERVICE_SECRET, Api, OAuth
 from tests.redis_server import RedisServer, has_redis_server
 from tests.server import GunicornServer, server_env
 from tests.test_races import check_user_keys_consistent
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not has_redis_server(), reason="needs the redis-server binary to kill and restart")
 
@@ -80,6 +81,15 @@ class Load:
             self.records.append((phase, path, response.status_code, time.monotonic() - started, body))
         return response
 
+    def wait_for(self, phase: str, status: int, count: int) -> None:
+        """Keep the load on until ``count`` answers with ``status`` were seen in ``phase``."""
+
+        def seen() -> bool:
+            with self._lock:
+                return sum(1 for p, _, s, _, _ in self.records if p == phase and s == status) >= count
+
+        wait_for(seen, timeout=30, what=f"{count} answers {status} in phase {phase}", interval=0.05)
+
     def run(self, user: str) -> None:
         while not self.stop.is_set():
             created = self.call("POST", "/session/create", json={"user_id": user})
@@ -104,15 +114,15 @@ def test_redis_killed_under_load_fails_closed_and_recovers(settings, redis):
         with ThreadPoolExecutor(len(load.users)) as pool:
             for user in load.users:
                 pool.submit(load.run, user)
-            time.sleep(1.0)
+            load.wait_for("before", 201, 20)
             load.phase = "down"
             store.kill()
-            time.sleep(2.0)
+            load.wait_for("down", 503, 20)
             load.phase = "restarted"
             store.start()  # same port; the AOF brings back everything acknowledged
-            time.sleep(2.0)
+            load.wait_for("restarted", 201, 10)
             load.phase = "settled"
-            time.sleep(1.0)
+            load.wait_for("settled", 201, 10)
             load.stop.set()
         health = requests.get(f"{server.url}/_health", timeout=5)
         assert health.status_code == 200
@@ -152,7 +162,7 @@ def stall(server: RedisServer, seconds: float) -> threading.Thread:
 
     thread = threading.Thread(target=sleep)
     thread.start()
-    time.sleep(0.1)  # the sleep has begun
+    server.wait_until_stalled()
     return thread
 
 

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import requests
 
 from tests.conftest import SERVICE_SECRET
 from tests.server import ROOT, GunicornServer, server_env
+from tests.waiting import wait_for
 
 HEADERS = {"Authorization": f"Service {SERVICE_SECRET}"}
 
@@ -40,10 +40,11 @@ def test_activity_is_written_at_most_once_per_interval_across_workers(server, re
     key = f"{prefix}{{42}}:session:{body['session_id_hash']}"
     redis.hset(key, "last_active_at", int(redis.hget(key, "created_at")) - 3600)  # activity is due
     writes: list[str] = []
-    stop = threading.Event()
+    stop, attached = threading.Event(), threading.Event()
 
     def watch() -> None:
         with redis.monitor() as monitor:
+            attached.set()
             for command in monitor.listen():
                 if "HSET" in command["command"] and key in command["command"]:
                     writes.append(command["command"])
@@ -52,7 +53,7 @@ def test_activity_is_written_at_most_once_per_interval_across_workers(server, re
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    time.sleep(0.2)  # let MONITOR attach before the burst
+    assert attached.wait(5)  # MONITOR is on before the burst
 
     def validate(_: int) -> int:
         r = requests.post(
@@ -62,7 +63,7 @@ def test_activity_is_written_at_most_once_per_interval_across_workers(server, re
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(validate, range(200))) == {200}
-        time.sleep(1.5)  # one background tick: the write lands
+        wait_for(lambda: writes, timeout=5, what="the background tick's activity write")
         assert set(pool.map(validate, range(100))) == {200}
     assert server.stop() == 0  # graceful: flushes anything still pending
     stop.set()
@@ -145,6 +146,12 @@ def test_metrics_sum_across_workers_and_logs_are_json(settings, redis):
     assert SERVICE_SECRET not in srv.log
 
 
+def worker_pids(master: int) -> set[int]:
+    """The live worker processes of a gunicorn master."""
+    found = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
+
+
 def test_reload_under_load_loses_no_request_and_no_activity(settings, redis, prefix):
     """SIGHUP replaces the workers while requests flow: none fails, every due activity write lands."""
     srv = GunicornServer(server_env(settings, SSO_ACTIVITY_UPDATE_INTERVAL="300"), workers=2)
@@ -168,9 +175,15 @@ def test_reload_under_load_loses_no_request_and_no_activity(settings, redis, pre
         workers = [threading.Thread(target=load) for _ in range(4)]
         for w in workers:
             w.start()
-        time.sleep(0.5)
+        wait_for(lambda: len(statuses) > 20, timeout=10, what="load before the reload")
+        assert srv.proc is not None
+        old_workers = worker_pids(srv.proc.pid)
         srv.signal(signal.SIGHUP)
-        time.sleep(3)  # old workers drain and exit, new ones serve
+        # the old workers drain and exit, new ones take over; then keep the load on a little longer
+        wait_for(lambda: (pids := worker_pids(srv.proc.pid)) and len(pids) == 2 and not pids & old_workers,
+                 timeout=30, what="the reload to replace both workers", interval=0.1)  # fmt: skip
+        served = len(statuses)
+        wait_for(lambda: len(statuses) > served + 20, timeout=10, what="load after the reload")
         stop.set()
         for w in workers:
             w.join(15)

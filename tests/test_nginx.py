@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -17,6 +16,7 @@ from tests.conftest import SERVICE_SECRET, make_settings
 from tests.nginx_server import NginxServer, nginx_binary
 from tests.redis_server import free_port
 from tests.server import GunicornServer, server_env
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(
     nginx_binary() is None, reason="no nginx binary (Debian: apt-get install nginx; .ci/run installs it)"
@@ -230,11 +230,8 @@ def test_query_strings_stay_out_of_the_access_log(nginx):
     marker = uuid.uuid4().hex
     before = nginx.read_log("access.log")
     assert nginx.request("GET", f"/_health?id_token_hint={marker}").status_code == 200
-    deadline = time.monotonic() + 5
-    log = before
-    while log == before and time.monotonic() < deadline:  # nginx writes the line just after answering
-        time.sleep(0.05)
-        log = nginx.read_log("access.log")
+    # nginx writes the line just after answering
+    log = wait_for(lambda: (text := nginx.read_log("access.log")) != before and text, timeout=5, what="the log line")
     new_lines = log[len(before) :]
     assert '"GET /_health HTTP/1.1" 200' in new_lines
     assert marker not in log

@@ -86,17 +86,19 @@ def test_long_stall_is_a_503_and_a_grace_retry_then_succeeds(settings, redis):
     try:
         live = LiveFlow(srv.url, SERVICE_SECRET)
         tokens = live.exchange(live.code(live.login())).json()
+        busy = private_client(private)
         stall = threading.Thread(
-            target=lambda: private_client(private).eval(
+            target=lambda: busy.eval(
                 "local s = redis.call('TIME')[1] while redis.call('TIME')[1] - s < 4 do end return 1", 0
             )
         )
         stall.start()
-        time.sleep(0.2)
+        private.wait_until_stalled()
         started = time.monotonic()
         during = live.refresh(tokens["refresh_token"])
         elapsed = time.monotonic() - started
         stall.join()
+        busy.close()
         assert during.status_code == 503 and during.json()["error"] == "temporarily_unavailable"
         assert elapsed < 3.0
         retry = live.refresh(tokens["refresh_token"])
