@@ -24,8 +24,8 @@ from config.keygen import generate_key_pair
 from config.settings import Settings
 from tests.redis_server import RedisServer, has_redis_server
 
-SERVICE_SECRET = "test-service-secret-0123456789"
-OTHER_SECRET = "rotated-service-secret-abcdef"
+SERVICE_SECRET = "test-service-secret-0123456789abcdef"
+OTHER_SECRET = "rotated-service-secret-abcdef-0123456"
 
 
 class Clock:

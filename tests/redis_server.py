@@ -42,7 +42,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
+        binary = redis_server_binary()
         if binary is None:
             raise RuntimeError("redis-server not found")
         self.proc = subprocess.Popen(
@@ -120,5 +120,10 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def redis_server_binary() -> str | None:
+    """The server binary every node of the suite runs (data nodes and sentinels alike)."""
+    return shutil.which("redis-server")
+
+
 def has_redis_server() -> bool:
-    return shutil.which("redis-server") is not None and "TEST_REDIS_FORCE_URL" not in os.environ
+    return redis_server_binary() is not None and "TEST_REDIS_FORCE_URL" not in os.environ

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from sso.digests import token_hash
-from tests.conftest import OTHER_SECRET
+from tests.conftest import OTHER_SECRET, SERVICE_SECRET
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -81,7 +81,7 @@ def test_create_rejects_bad_input_naming_the_field(api, redis, prefix, body, fie
     [
         {},
         {"Authorization": "Service wrong-secret-wrong-secret"},
-        {"Authorization": "Bearer test-service-secret-0123456789"},
+        {"Authorization": f"Bearer {SERVICE_SECRET}"},
         {"Authorization": "Service"},
         {"Authorization": "Basic dGVzdA=="},
     ],
