@@ -67,6 +67,7 @@ class Settings:
     refresh_reuse_grace: int = 0
     redis_prefix: str = "sso:"
     access_token_audience: str = "fluxer-api"
+    max_sessions_per_user: int = 100
     # Failures counted per client address (sso/ratelimit.py); None switches a limit off.
     rate_limit_service_auth_failures: RateLimit | None = RateLimit(20, 60)
     rate_limit_token_failures: RateLimit | None = RateLimit(60, 60)
@@ -234,6 +235,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         refresh_reuse_grace=_int(env, "SSO_REFRESH_REUSE_GRACE", 0),
         redis_prefix=prefix,
         access_token_audience=audience,
+        max_sessions_per_user=_int(env, "SSO_MAX_SESSIONS_PER_USER", 100, minimum=1),
         rate_limit_service_auth_failures=_rate(
             env, "SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES", Settings.rate_limit_service_auth_failures
         ),

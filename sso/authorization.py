@@ -17,7 +17,7 @@ from marshmallow import ValidationError
 
 from sso import errors, pkce, scopes
 from sso.context import OAuthContext
-from sso.digests import new_token, token_hash
+from sso.digests import token_hash
 from sso.schemas import AuthorizeSchema, first_error
 
 CODE_TTL = 60
@@ -152,10 +152,8 @@ class AuthorizationService:
         The session check and the code's storage are one script: /authorize costs
         one Redis round trip.
         """
-        code = new_token(32)
         sid = binding["sid"]
         issue = self.ctx.store.issue_code(
-            token_hash(code),
             sid=sid,
             binding=binding,
             clock=self.ctx.clock(),
@@ -167,4 +165,4 @@ class AuthorizationService:
         if issue.outcome != "ok":
             return issue.outcome, None
         self.ctx.worker.mark_active(issue.user_id, sid, issue.last_active_at)
-        return "ok", code
+        return "ok", issue.code

@@ -6,24 +6,22 @@ Security state changes are single Lua scripts: a code is consumed atomically
 refresh token rotates atomically (of two racing requests exactly one wins;
 presenting a used token revokes the whole family).
 
-Successor refresh tokens are derived, not drawn: ``HMAC(key, presented)``. The
-server can then hand the *same* successor to a retry that arrives within
-``SSO_REFRESH_REUSE_GRACE`` without ever storing a raw token. The derivation
-key comes from the signing key, so it is as secret as that key and shared by
-every worker and instance.
+Refresh tokens name their family and generation and carry a MAC under the
+family's own key (sso/store/layout.py ``RefreshToken``): the successor of a
+token is determined by it, so a retry within ``SSO_REFRESH_REUSE_GRACE`` gets
+the *same* successor, and nothing is derived from the signing key — rotating
+the signing key costs no user a refresh token.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from sso import errors, metrics, pkce, scopes
 from sso.context import OAuthContext
-from sso.digests import b64url, equals, new_token, token_hash
+from sso.digests import equals
 from sso.tokens import BEARER, TokenService
 
 log = logging.getLogger("sso.grants")
@@ -63,13 +61,6 @@ class GrantService:
     def __init__(self, ctx: OAuthContext, tokens: TokenService) -> None:
         self.ctx = ctx
         self.tokens = tokens
-        self._successor_key = hashlib.sha256(
-            b"fluxer-sso refresh successor v1\0" + ctx.settings.jwt_private_key.encode()
-        ).digest()
-
-    def successor(self, refresh_token: str) -> str:
-        """The one refresh token that may follow ``refresh_token``."""
-        return b64url(hmac.new(self._successor_key, refresh_token.encode(), hashlib.sha256).digest())
 
     def token(self, data: dict[str, Any]) -> TokenResponse:
         """Dispatch on grant_type after authenticating the (public) client."""
@@ -94,8 +85,8 @@ class GrantService:
         if len(code) > MAX_TOKEN_LENGTH:
             raise errors.InvalidGrant()
 
-        code_hash, keep = token_hash(code), self.ctx.settings.access_token_ttl
-        bound = self.ctx.store.read_code(code_hash)
+        keep = self.ctx.settings.access_token_ttl
+        bound = self.ctx.store.read_code(code)
         if bound is None:
             raise errors.InvalidGrant("The authorization code is invalid or expired.")
         checks = (
@@ -104,45 +95,37 @@ class GrantService:
             pkce.verify(verifier, bound["code_challenge"]),
         )
         if not all(checks):
-            self.ctx.store.burn_code(code_hash, keep)  # no second guess at the verifier
+            self.ctx.store.burn_code(code, keep)  # no second guess at the verifier
             raise errors.InvalidGrant(
                 "The code was not issued to this client, redirect_uri or code_verifier.",
                 detail=f"code binding mismatch (client, redirect_uri, pkce) = {checks}",
             )
 
-        fid, jti, refresh_token = new_token(16), self.tokens.new_jti(), new_token(32)
         now = int(self.ctx.clock())
-        outcome, started, issued = self.ctx.store.redeem_code(
-            code_hash,
-            user_id=bound["user_id"],
+        redeemed = self.ctx.store.redeem_code(
+            code,
             sid=bound["sid"],
-            fid=fid,
             client_id=client_id,
             scope=bound["scope"],
-            refresh_hash=token_hash(refresh_token),
             now=now,
             expires_at=now + self.ctx.settings.refresh_token_ttl,
-            jti=jti,
             access_expires_at=now + self.ctx.settings.access_token_ttl,
             keep=keep,
         )
-        if outcome == "used":
+        if redeemed.outcome == "used":
             metrics.CODE_REPLAY.inc()
-            if "fid" in issued:
-                self.ctx.store.revoke_family(bound["user_id"], issued["fid"], now)
-                self.ctx.store.revoke_jti(issued["jti"], self.ctx.settings.access_token_ttl)
             raise errors.InvalidGrant("The authorization code was already used.", detail="code replay; family revoked")
-        if outcome == "ended":
+        if redeemed.outcome == "ended":
             raise errors.InvalidGrant("The session behind this code has ended.")
-        if outcome != "ok" or started is None:
+        if redeemed.outcome != "ok":
             raise errors.InvalidGrant("The authorization code is invalid or expired.")
         access_token, expires_in = self.tokens.mint_access_token(
             user_id=bound["user_id"],
             sid=bound["sid"],
             client_id=client_id,
             scope=bound["scope"],
-            jti=jti,
-            session_expires_at=started.session_expires_at,
+            jti=redeemed.jti,
+            session_expires_at=redeemed.session_expires_at,
         )
         id_token = None
         if "openid" in bound["scope"].split():
@@ -150,13 +133,15 @@ class GrantService:
                 user_id=bound["user_id"],
                 client_id=client_id,
                 sid=bound["sid"],
-                auth_time=started.auth_time,
+                auth_time=redeemed.auth_time,
                 nonce=bound.get("nonce"),
                 access_token=access_token,
                 expires_in=expires_in,
             )
         metrics.TOKENS_ISSUED.labels("authorization_code").inc()
-        return TokenResponse(access_token, expires_in, refresh_token, bound["scope"], id_token, bound["user_id"])
+        return TokenResponse(
+            access_token, expires_in, redeemed.refresh_token, bound["scope"], id_token, bound["user_id"]
+        )
 
     # -- RFC 6749 §6 ----------------------------------------------------------------
 
@@ -165,17 +150,14 @@ class GrantService:
         if len(presented) > MAX_TOKEN_LENGTH:
             raise errors.InvalidGrant()
         requested = scopes.parse(data["scope"]) if data.get("scope") else ""
-        successor = self.successor(presented)
-        jti = self.tokens.new_jti()
+        now = int(self.ctx.clock())
         rotation = self.ctx.store.rotate_refresh(
-            presented=token_hash(presented),
-            successor=token_hash(successor),
-            now=int(self.ctx.clock()),
+            presented,
+            now=now,
             grace=self.ctx.settings.refresh_reuse_grace,
             client_id=client_id,
             scope=requested,
-            jti=jti,
-            access_expires_at=int(self.ctx.clock()) + self.ctx.settings.access_token_ttl,
+            access_expires_at=now + self.ctx.settings.access_token_ttl,
         )
         if rotation.outcome == "scope":
             raise errors.InvalidScope("The requested scope exceeds what was granted.")
@@ -192,9 +174,9 @@ class GrantService:
             sid=rotation.sid,
             client_id=client_id,
             scope=scope,
-            jti=jti,
+            jti=rotation.jti,
             session_expires_at=rotation.session_expires_at,
         )
         metrics.TOKENS_ISSUED.labels("refresh_token").inc()
         # OIDC Core §12.2: no new id token on refresh (it would double the signing cost).
-        return TokenResponse(access_token, expires_in, successor, scope, None, rotation.user_id)
+        return TokenResponse(access_token, expires_in, rotation.successor, scope, None, rotation.user_id)

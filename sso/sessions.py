@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sso import events, metrics
-from sso.digests import new_token, token_hash
+from sso.digests import token_hash
 from sso.store import RedisStore
 from sso.worker import BackgroundWorker
 
@@ -78,8 +78,7 @@ class SessionService:
         claims: dict[str, Any] | None = None,
     ) -> tuple[str, Session]:
         """A new session and its token; the token is never stored."""
-        token = new_token(32)
-        sid = token_hash(token)
+        token, sid = self.store.new_session_token(user_id)
         now = int(self.clock())
         session = Session(
             session_id_hash=sid,
@@ -92,7 +91,7 @@ class SessionService:
             platform=platform or "",
             claims=claims or {},
         )
-        self.store.create_session(
+        evicted = self.store.create_session(
             sid,
             user_id,
             now,
@@ -105,6 +104,9 @@ class SessionService:
             },
         )
         metrics.SESSIONS_CREATED.inc()
+        if evicted:  # the per-user cap: the least recently active made room
+            metrics.SESSIONS_INVALIDATED.inc(len(evicted))
+            self.worker.publish(events.envelope(events.SESSION_INVALIDATED, user_id, evicted, now))
         self.worker.publish(events.envelope(events.SESSION_CREATED, user_id, [sid], now))
         return token, session
 
@@ -128,9 +130,14 @@ class SessionService:
 
     def list_for_user(self, user_id: str) -> list[Session]:
         now = self.clock()
-        sessions = [Session.from_record(sid, rec) for sid, rec in self.store.list_sessions(user_id, int(now))]
+        sessions = [Session.from_record(sid, rec) for sid, rec in self.store.list_sessions(user_id)]
         live = [s for s in sessions if s.expires_at > now]
         return sorted(live, key=lambda s: (s.last_active_at, s.created_at), reverse=True)
+
+    def alive(self, sids: Sequence[str]) -> dict[str, bool]:
+        """Which sessions are live, recording no activity (POST /session/status)."""
+        unique = list(dict.fromkeys(sids))
+        return dict(zip(unique, self.store.sessions_alive(unique, int(self.clock())), strict=True))
 
     def invalidate(self, user_id: str, sids: Sequence[str]) -> list[str]:
         ended = self.store.invalidate(user_id, dict.fromkeys(sids)) if sids else []

@@ -18,7 +18,7 @@ from typing import Any
 
 from config.settings import Settings
 from sso import scopes
-from sso.digests import b64url, new_token, token_hash
+from sso.digests import b64url
 from sso.errors import InsufficientScope, InvalidToken, UnsupportedTokenType
 from sso.keys import KeySet, TokenRejected
 from sso.store import RedisStore
@@ -57,10 +57,6 @@ class TokenService:
         self.clock = clock
 
     # -- minting ----------------------------------------------------------------
-
-    @staticmethod
-    def new_jti() -> str:
-        return new_token(16)
 
     def mint_access_token(
         self, *, user_id: str, sid: str, client_id: str, scope: str, jti: str, session_expires_at: int
@@ -179,7 +175,7 @@ class TokenService:
                 "aud": c["aud"],
                 "jti": c["jti"],
             }
-        info = self.store.inspect_refresh(token_hash(token), int(self.clock()))
+        info = self.store.inspect_refresh(token, int(self.clock()))
         if info is None:
             return {"active": False}
         return {
@@ -211,6 +207,8 @@ class TokenService:
                 return  # invalid or expired: nothing left to revoke
             if client_id is not None and claims.get("client_id") != client_id:
                 return
-            self.store.revoke_jti(str(claims["jti"]), int(claims["exp"]) - int(self.clock()))
+            self.store.revoke_access(
+                str(claims["jti"]), str(claims.get("sid", "")), int(claims["exp"]), int(self.clock())
+            )
             return
-        self.store.revoke_refresh(token_hash(token), client_id, int(self.clock()))
+        self.store.revoke_refresh(token, client_id, int(self.clock()))

@@ -22,6 +22,7 @@ from flask.testing import FlaskClient
 from app import create_app
 from config.keygen import generate_key_pair
 from config.settings import Settings
+from sso.store import Keys
 from tests.redis_server import RedisServer, has_redis_server
 
 SERVICE_SECRET = "test-service-secret-0123456789abcdef"
@@ -74,6 +75,20 @@ def redis(redis_url: str, prefix: str) -> Iterator[redis_lib.Redis]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def keys(prefix: str) -> Keys:
+    """The store's key builders for this test's prefix (sso/store/layout.py)."""
+    return Keys(prefix)
+
+
+def live_keys(client: redis_lib.Redis, prefix: str) -> set[str]:
+    """Every key under ``prefix`` but the 60 s answer marks of invalidation requests (which must expire)."""
+    found = set(client.scan_iter(match=f"{prefix}*", count=1000))
+    marks = {k for k in found if k.split(":")[-2] == "r"}
+    assert all(0 < client.ttl(k) <= 60 for k in marks), marks
+    return found - marks
 
 
 def make_settings(redis_url: str, prefix: str, key_pair: tuple[str, str], **overrides: Any) -> Settings:

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from sso.digests import token_hash
+from sso.store.layout import code_bucket, sid_bucket
 from tests.conftest import CHALLENGE, REDIRECT_URI, VERIFIER
 
 
@@ -18,7 +19,7 @@ def location(response) -> tuple[str, dict[str, str]]:
     return base, {k: v[0] for k, v in parse_qs(parts.query).items()}
 
 
-def test_success_redirects_with_code_state_and_iss(oauth, redis, prefix):
+def test_success_redirects_with_code_state_and_iss(oauth, redis, prefix, keys):
     """With a valid cookie: 302 to the redirect URI with code, state and iss; the code is stored hashed."""
     session = oauth.login()
     response = oauth.authorize()
@@ -28,7 +29,8 @@ def test_success_redirects_with_code_state_and_iss(oauth, redis, prefix):
     assert set(query) == {"code", "state", "iss"}
     assert query["state"] == "xyz-state" and query["iss"] == "http://sso.test"
     assert len(query["code"]) >= 43
-    key = f"{prefix}code:{token_hash(query['code'])}"
+    assert code_bucket(query["code"]) == sid_bucket(session["session_id_hash"])  # the session's bucket
+    key = keys.code(code_bucket(query["code"]), token_hash(query["code"]))
     stored = json.loads(redis.hget(key, "data"))
     assert stored == {
         "client_id": "fluxer", "redirect_uri": REDIRECT_URI, "code_challenge": CHALLENGE,
@@ -244,13 +246,12 @@ def test_ended_session_cookie_sends_to_login(oauth, api):
     assert location(oauth.authorize())[0] == "http://app.test/login"
 
 
-def test_authorize_marks_activity(oauth, clock, services, redis, prefix):
+def test_authorize_marks_activity(oauth, clock, services, redis, keys):
     session = oauth.login()
     clock.advance(services.settings.activity_update_interval + 5)
     oauth.code()
     services.worker.run_once()
-    key = f"{prefix}{{42}}:session:{session['session_id_hash']}"
-    assert int(redis.hget(key, "last_active_at")) == int(clock.now)
+    assert int(redis.hget(keys.session(session["session_id_hash"]), "last_active_at")) == int(clock.now)
 
 
 def test_redirect_uri_with_query_keeps_it(oauth, settings):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from sso.store import Keys
 from tests.conftest import SERVICE_SECRET
 from tests.server import ROOT, GunicornServer, server_env
 from tests.waiting import wait_for
@@ -37,7 +39,7 @@ def create(server: GunicornServer, user_id: str = "42") -> dict:
 def test_activity_is_written_at_most_once_per_interval_across_workers(server, redis, prefix):
     """Hundreds of validations through two gevent workers write last_active_at exactly once."""
     body = create(server)
-    key = f"{prefix}{{42}}:session:{body['session_id_hash']}"
+    key = Keys(prefix).session(body["session_id_hash"])
     redis.hset(key, "last_active_at", int(redis.hget(key, "created_at")) - 3600)  # activity is due
     writes: list[str] = []
     stop, attached = threading.Event(), threading.Event()
@@ -80,7 +82,7 @@ def test_sigterm_flushes_pending_activity(settings, redis, prefix):
     srv.start()
     try:
         body = create(srv)
-        key = f"{prefix}{{42}}:session:{body['session_id_hash']}"
+        key = Keys(prefix).session(body["session_id_hash"])
         redis.hset(key, "last_active_at", 1)
         r = requests.post(
             f"{srv.url}/session/validate", json={"token_hash": body["session_id_hash"]}, headers=HEADERS, timeout=5
@@ -158,19 +160,18 @@ def test_reload_under_load_loses_no_request_and_no_activity(settings, redis, pre
     srv.start()
     try:
         sessions = [create(srv, f"r{n}") for n in range(40)]
-        for n, body in enumerate(sessions):
-            redis.hset(f"{prefix}{{r{n}}}:session:{body['session_id_hash']}", "last_active_at", 1000)
+        for body in sessions:
+            redis.hset(Keys(prefix).session(body["session_id_hash"]), "last_active_at", 1000)
         statuses: list[int] = []
         stop = threading.Event()
+        turn = itertools.count()  # shared: the threads take the sessions round-robin
 
         def load() -> None:
-            n = 0
             while not stop.is_set():
-                body = sessions[n % len(sessions)]
+                body = sessions[next(turn) % len(sessions)]
                 r = requests.post(f"{srv.url}/session/validate", json={"token_hash": body["session_id_hash"]},
                                   headers=HEADERS, timeout=10)  # fmt: skip
                 statuses.append(r.status_code)
-                n += 1
 
         workers = [threading.Thread(target=load) for _ in range(4)]
         for w in workers:
@@ -183,7 +184,8 @@ def test_reload_under_load_loses_no_request_and_no_activity(settings, redis, pre
         wait_for(lambda: (pids := worker_pids(srv.proc.pid)) and len(pids) == 2 and not pids & old_workers,
                  timeout=30, what="the reload to replace both workers", interval=0.1)  # fmt: skip
         served = len(statuses)
-        wait_for(lambda: len(statuses) > served + 20, timeout=10, what="load after the reload")
+        wait_for(lambda: len(statuses) > max(served + 20, 2 * len(sessions)), timeout=20,
+                 what="load after the reload, every session validated")  # fmt: skip
         stop.set()
         for w in workers:
             w.join(15)
@@ -192,4 +194,4 @@ def test_reload_under_load_loses_no_request_and_no_activity(settings, redis, pre
     assert len(statuses) > 50 and set(statuses) == {200}, (len(statuses), set(statuses))
     assert srv.log.count("Booting worker") >= 4  # the reload really replaced the workers
     for n, body in enumerate(sessions):
-        assert int(redis.hget(f"{prefix}{{r{n}}}:session:{body['session_id_hash']}", "last_active_at")) > 1000
+        assert int(redis.hget(Keys(prefix).session(body["session_id_hash"]), "last_active_at")) > 1000, n

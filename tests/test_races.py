@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from sso.store import Keys
 from tests.conftest import SERVICE_SECRET
 from tests.server import GunicornServer, LiveFlow, server_env
 
@@ -98,16 +99,15 @@ def test_refresh_racing_session_invalidation(live):
 
 
 def check_user_keys_consistent(redis, prefix: str, user_id: str) -> set[str]:
-    """No half-written state: records, pointers and the listing index agree; returns the live sids."""
-    base = f"{prefix}{{{user_id}}}:"
-    records = {k[len(f"{base}session:") :] for k in redis.scan_iter(match=f"{base}session:*")}
+    """No half-written state: every record is whole and indexed, and the index names only records;
+    returns the live sids."""
+    keys = Keys(prefix)
+    base = keys.index(user_id).rsplit(":u:", 1)[0] + ":s:"
+    records = {k[len(base) :] for k in redis.scan_iter(match=f"{base}*") if redis.hget(k, "user_id") == user_id}
     fields = {"user_id", "created_at", "last_active_at", "expires_at", "client_ip", "user_agent", "platform", "claims"}
     for sid in records:
-        assert set(redis.hgetall(f"{base}session:{sid}")) == fields, sid
-        assert redis.get(f"{prefix}sid:{sid}") == user_id, sid
-    assert set(redis.zrange(f"{base}sessions", 0, -1)) == records
-    pointers = {k[len(f"{prefix}sid:") :] for k in redis.scan_iter(match=f"{prefix}sid:*") if redis.get(k) == user_id}
-    assert pointers == records
+        assert set(redis.hgetall(keys.session(sid))) == fields, sid
+    assert set(redis.zrange(keys.index(user_id), 0, -1)) == records
     return records
 
 

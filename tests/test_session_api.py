@@ -7,12 +7,12 @@ import re
 import pytest
 
 from sso.digests import token_hash
-from tests.conftest import OTHER_SECRET, SERVICE_SECRET
+from tests.conftest import OTHER_SECRET, SERVICE_SECRET, live_keys
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
-def test_create_returns_token_once_and_stores_only_its_hash(api, redis, prefix, services):
+def test_create_returns_token_once_and_stores_only_its_hash(api, redis, prefix, services, keys):
     """The token comes back once; Redis holds its hash and never the token."""
     body = api.create(
         "42",
@@ -24,16 +24,12 @@ def test_create_returns_token_once_and_stores_only_its_hash(api, redis, prefix, 
     assert set(body) == {"token", "session_id_hash", "user_id", "created_at", "expires_at"}
     assert len(body["token"]) >= 43 and body["session_id_hash"] == token_hash(body["token"])
     assert ISO.match(body["created_at"]) and ISO.match(body["expires_at"])
-    keys = set(redis.scan_iter(match=f"{prefix}*"))
-    assert keys == {
-        f"{prefix}{{42}}:session:{body['session_id_hash']}",
-        f"{prefix}{{42}}:sessions",
-        f"{prefix}sid:{body['session_id_hash']}",
-    }
-    for key in keys:
+    stored = set(redis.scan_iter(match=f"{prefix}*"))
+    assert stored == {keys.session(body["session_id_hash"]), keys.index("42")}
+    for key in stored:
         assert 0 < redis.ttl(key) <= services.settings.session_ttl
         assert body["token"] not in key
-    record = redis.hgetall(f"{prefix}{{42}}:session:{body['session_id_hash']}")
+    record = redis.hgetall(keys.session(body["session_id_hash"]))
     assert body["token"] not in str(record)
     assert record["client_ip"] == "203.0.113.9" and record["platform"] == "web"
 
@@ -142,10 +138,10 @@ def test_expired_session_is_invalid_and_unlisted(api, clock, services):
     assert listed == {"sessions": []}
 
 
-def test_activity_is_debounced_to_one_write_per_interval(api, clock, services, redis, prefix):
+def test_activity_is_debounced_to_one_write_per_interval(api, clock, services, redis, keys):
     """Validation marks activity, but the worker writes at most once per interval."""
     body = api.create("42")
-    key = f"{prefix}{{42}}:session:{body['session_id_hash']}"
+    key = keys.session(body["session_id_hash"])
     created = int(redis.hget(key, "last_active_at"))
     clock.advance(10)
     api.post("/session/validate", {"token_hash": body["session_id_hash"]})
@@ -171,7 +167,7 @@ def test_activity_write_never_resurrects_an_invalidated_session(api, clock, serv
     api.post("/session/validate", {"token_hash": body["session_id_hash"]})
     api.post("/session/invalidate", {"user_id": "42", "session_id_hashes": [body["session_id_hash"]]})
     services.worker.run_once()
-    assert list(redis.scan_iter(match=f"{prefix}*")) == []
+    assert live_keys(redis, prefix) == set()
 
 
 def test_list_is_most_recently_active_first(api, clock, services):
@@ -194,7 +190,7 @@ def test_list_rejects_bad_user_id(api):
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_request"
 
 
-def test_invalidate_reports_only_existing_and_cleans_up(api, redis, prefix, events, services):
+def test_invalidate_reports_only_existing_and_cleans_up(api, redis, keys, events, services):
     """Only hashes that existed are reported; nothing of them is left in Redis."""
     a = api.create("42")
     b = api.create("42")
@@ -210,8 +206,8 @@ def test_invalidate_reports_only_existing_and_cleans_up(api, redis, prefix, even
     )
     assert response.status_code == 200
     assert response.get_json() == {"invalidated": [a["session_id_hash"]]}
-    assert not redis.exists(f"{prefix}{{42}}:session:{a['session_id_hash']}", f"{prefix}sid:{a['session_id_hash']}")
-    assert redis.zrange(f"{prefix}{{42}}:sessions", 0, -1) == [b["session_id_hash"]]
+    assert not redis.exists(keys.session(a["session_id_hash"]))
+    assert redis.zrange(keys.index("42"), 0, -1) == [b["session_id_hash"]]
     # another user's session named with the wrong user id survives, pointer included
     assert api.post("/session/validate", {"token_hash": stranger["session_id_hash"]}).get_json()["valid"] is True
     services.worker.run_once()
@@ -246,7 +242,7 @@ def test_invalidate_all_keeps_exceptions_and_publishes_global_logout(api, redis,
     )
     response = api.post("/session/invalidate-all", {"user_id": "42"})
     assert response.get_json() == {"invalidated": [c["session_id_hash"]]}
-    assert list(redis.scan_iter(match=f"{prefix}*")) == []
+    assert live_keys(redis, prefix) == set()
 
 
 def test_invalidate_validates_input(api):

@@ -1,75 +1,333 @@
-"""The Lua scripts' invariants, called directly on a real Redis."""
+"""The store's key layout and scripts, called directly on a real Redis."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 import time
 
 import pytest
 import requests
 
-from sso.digests import token_hash
+from sso.digests import b64url
+from sso.store import FAMILIES_PER_SESSION, MARKS_PER_SESSION
+from sso.store.layout import (
+    BAND,
+    BUCKET_TAGS,
+    RefreshToken,
+    code_bucket,
+    compute_bucket_tags,
+    draw_session_token,
+    sid_bucket,
+    user_bucket,
+)
+from sso.store.scripts import LUA_DIR
 from tests.conftest import SERVICE_SECRET
 from tests.redis_server import RedisServer, has_redis_server
 from tests.server import GunicornServer, LiveFlow, server_env
 
+FIELDS = {"client_ip": "", "user_agent": "", "platform": "", "claims": "{}"}
 
-def redeem(store, code_hash: str, *, fid: str = "f1", jti: str = "j1", now: int = 1000, sid: str = "s" * 43):
-    return store.redeem_code(code_hash, user_id="42", sid=sid, fid=fid, client_id="fluxer", scope="openid",
-                             refresh_hash="r" * 43, now=now, expires_at=now + 5000, jti=jti,
+
+def create(store, user_id: str, now: int, ttl: int = 3600) -> tuple[str, list[str]]:
+    _, sid = store.new_session_token(user_id)
+    return sid, store.create_session(sid, user_id, now, now + ttl, FIELDS)
+
+
+def family_fields(redis, store, sid: str) -> list[str]:
+    return [f for f in redis.hkeys(store.keys.session(sid)) if f.startswith(("f:", "x:", "j:"))]
+
+
+# -- the layout -----------------------------------------------------------------------
+
+
+def test_bucket_tags_are_the_computed_ones_one_per_band():
+    """The written-out tag table is what the rule computes, and bucket b's tag hashes into band b."""
+    from redis.crc import key_slot
+
+    assert compute_bucket_tags() == BUCKET_TAGS
+    assert [key_slot(tag.encode()) // BAND for tag in BUCKET_TAGS] == list(range(256))
+
+
+def test_session_tokens_hash_into_their_users_bucket():
+    """A drawn token's SHA-256 starts with the user's bucket byte, and the hash is the SPEC's sid."""
+    for user in ("42", "1234567890", "a-b_C"):
+        token, sid = draw_session_token(user)
+        assert sid == b64url(hashlib.sha256(token.encode()).digest()) and sid_bucket(sid) == user_bucket(user)
+        assert len(token) == 43 and len(sid) == 43
+
+
+def test_malformed_identifiers_have_no_bucket():
+    """Anything but canonical base64url of the right length names no key."""
+    for bad in ("", "x" * 42, "x" * 44, "!" * 43, "a" * 600, "A" * 42 + "B"):
+        assert sid_bucket(bad) is None
+    assert code_bucket("short") is None
+    assert RefreshToken.parse("garbage") is None and RefreshToken.parse("A" * 88) is None
+
+
+def test_refresh_token_format_round_trips():
+    """A refresh token carries sid, family, generation and MAC, and nothing else."""
+    _, sid = draw_session_token("42")
+    token = RefreshToken(sid, "AAAAAAAAAAAA", 7, "ab" * 20)
+    encoded = token.encode()
+    assert RefreshToken.parse(encoded) == token and token.bucket == user_bucket("42")
+    assert "." not in encoded and len(encoded) == 88
+
+
+@pytest.mark.parametrize(
+    "key, data, digest",
+    [
+        (b"\x0b" * 20, b"Hi There", "b617318655057264e28bc0b6fb378c8ef146be00"),
+        (b"Jefe", b"what do ya want for nothing?", "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"),
+        (b"\xaa" * 20, b"\xdd" * 50, "125d7342b9ac11cd91a39af48aa17b4f63f175d3"),
+    ],
+    ids=["rfc2202-1", "rfc2202-2", "rfc2202-3"],
+)
+def test_lua_hmac_sha1_matches_rfc_2202(redis, key, data, digest):
+    """The scripts' HMAC-SHA1 gives RFC 2202's test vectors (and Python's hmac agrees)."""
+    lib = (LUA_DIR / "lib.lua").read_text()
+    script = lib + "\nreturn hmac_sha1(hex2bin(ARGV[1]), hex2bin(ARGV[2]))"
+    assert redis.eval(script, 0, key.hex(), data.hex()) == digest
+    assert hmac.new(key, data, hashlib.sha1).hexdigest() == digest
+
+
+def test_every_script_declares_its_keys():
+    """No script builds a key name: every call's key is a KEYS entry or a variable holding one, never
+    a concatenation, a literal or an ARGV value."""
+    import re
+
+    calls = 0
+    for path in LUA_DIR.glob("*.lua"):
+        for command, key in re.findall(r"redis\.call\('([A-Z]+)',\s*([^,)]+)", path.read_text()):
+            calls += 1
+            assert re.fullmatch(r"KEYS\[[0-9i +-]+\]|[a-z_]+", key.strip()), (path.name, command, key)
+        for name, value in re.findall(r"local (\w+(?:, \w+)*) = (KEYS[^\n]*)", path.read_text()):
+            assert "ARGV" not in value, (path.name, name)
+    assert calls > 40
+
+
+# -- sessions -------------------------------------------------------------------------
+
+
+def test_the_101st_session_evicts_the_least_recently_active(services, redis, events, clock):
+    """At the cap, creating one more ends the least recently active session and publishes it."""
+    store, now = services.store, int(clock.now)
+    sids = [create(store, "42", now + i)[0] for i in range(100)]
+    store.touch_many([("42", sids[0], now + 500)], interval=1)  # the oldest is now the most recent
+    events.drain(0.1)
+    response = services.sessions.create("42")
+    services.worker.flush()
+    assert redis.zcard(store.keys.index("42")) == 100
+    assert not redis.exists(store.keys.session(sids[1])) and redis.exists(store.keys.session(sids[0]))
+    published = events.drain()
+    assert [e["type"] for e in published] == ["session-invalidated", "session-created"]
+    assert published[0]["session_id_hashes"] == [sids[1]]
+    assert published[1]["session_id_hashes"] == [response[1].session_id_hash]
+
+
+def test_sessions_that_expired_do_not_count_toward_the_cap(services, redis, clock):
+    """Index members idle longer than a session lives are pruned, not evicted."""
+    store, now = services.store, int(clock.now)
+    for i in range(100):
+        create(store, "7", now + i, ttl=60)
+    sid, evicted = create(store, "7", now + 200, ttl=60)
+    assert evicted == [] and redis.zrange(store.keys.index("7"), 0, -1) == [sid]
+
+
+def test_invalidate_all_at_the_cap_is_one_short_script(services, clock):
+    """invalidate-all over 100 sessions, each with families, ends all well inside the 1 s socket timeout."""
+    store, now = services.store, int(clock.now)
+    sids = [create(store, "42", now)[0] for _ in range(100)]
+    started = time.perf_counter()
+    ended = store.invalidate_all("42", [])
+    assert time.perf_counter() - started < 0.5
+    assert sorted(ended) == sorted(sids)
+    assert store.list_sessions("42") == []
+
+
+def test_invalidate_all_refuses_when_a_session_appeared_since_the_read(services, redis, clock):
+    """The script changes nothing if the index holds a session the caller did not declare."""
+    store, now = services.store, int(clock.now)
+    a, _ = create(store, "42", now)
+    b, _ = create(store, "42", now)
+    keys = [store.keys.index("42"), store.keys.request(user_bucket("42"), "req-1"), store.keys.session(a)]
+    assert store.runner.run("invalidate", keys, ["42", "all", 1, a]) == ["changed"]
+    assert redis.exists(store.keys.session(a), store.keys.session(b)) == 2
+    assert sorted(store.invalidate_all("42", [])) == sorted([a, b])
+
+
+def test_a_retried_invalidation_answers_the_same(services, redis, clock):
+    """The same request run twice (a reply lost to a timeout) reports the ended sessions both times."""
+    store, now = services.store, int(clock.now)
+    a, _ = create(store, "42", now)
+    keys = [store.keys.index("42"), store.keys.request(user_bucket("42"), "req-2"), store.keys.session(a)]
+    first = store.runner.run("invalidate", keys, ["42", "all", 1, a])
+    again = store.runner.run("invalidate", keys, ["42", "all", 1, a])
+    assert first == again == ["ended", a]
+    assert 0 < redis.ttl(keys[1]) <= 60
+
+
+def test_invalidate_leaves_other_users_sessions_alone(services, clock):
+    """A sid of another user (same bucket or not) is never ended through this user's call."""
+    store, now = services.store, int(clock.now)
+    theirs, _ = create(store, "43", now)
+    assert store.invalidate("42", [theirs]) == []
+    assert store.find_session(theirs) is not None
+
+
+def test_touch_moves_activity_forward_only_and_never_resurrects(services, redis, clock):
+    """An activity write updates record and index, never goes backwards, never recreates a record."""
+    store, now = services.store, int(clock.now)
+    sid, _ = create(store, "42", now)
+    assert store.touch_many([("42", sid, now + 10)], interval=5) == 1
+    assert store.touch_many([("42", sid, now + 8)], interval=0) == 0
+    assert redis.zscore(store.keys.index("42"), sid) == now + 10
+    store.invalidate("42", [sid])
+    assert store.touch_many([("42", sid, now + 900)], interval=5) == 0
+    assert not redis.exists(store.keys.session(sid))
+
+
+# -- codes and refresh families -------------------------------------------------------
+
+
+def code_for(store, sid: str, clock) -> str:
+    issued = store.issue_code(sid=sid, binding={"sid": sid}, clock=clock.now, fresh_login=False, max_age=None,
+                              auth_after=None, ttl=60)  # fmt: skip
+    assert issued.outcome == "ok" and code_bucket(issued.code) == sid_bucket(sid)
+    return issued.code
+
+
+def redeem(store, code: str, sid: str, now: int):
+    return store.redeem_code(code, sid=sid, client_id="fluxer", scope="openid", now=now, expires_at=now + 5000,
                              access_expires_at=now + 900, keep=900)  # fmt: skip
 
 
-def test_code_redemption_retry_gets_the_same_answer(services, api, clock):
-    """A Redis client retrying the very same redemption (same marker) is not a replay."""
-    store = services.store
-    session = api.create("42")
-    binding = {"sid": session["session_id_hash"]}
-    issued = store.issue_code("c" * 43, sid=session["session_id_hash"], binding=binding, clock=clock.now,
-                              fresh_login=False, max_age=None, auth_after=None, ttl=60)  # fmt: skip
-    assert issued.outcome == "ok" and issued.user_id == "42"
-    now = int(clock.now)
-    first = redeem(store, "c" * 43, sid=session["session_id_hash"], now=now)
-    again = redeem(store, "c" * 43, sid=session["session_id_hash"], now=now)
-    assert first[0] == again[0] == "ok" and first[1] == again[1]
-    replay = redeem(store, "c" * 43, sid=session["session_id_hash"], fid="f2", jti="j2", now=now)
-    assert replay == ("used", None, {"fid": "f1", "jti": "j1"})
-    assert store.redis.exists(store.family_key("42", "f1"))  # what the replay must revoke exists
+def test_code_replay_ends_what_the_first_redemption_started(services, redis, clock):
+    """A second redemption answers 'used' and ends the family (and marks its access token)."""
+    store, now = services.store, int(clock.now)
+    sid, _ = create(store, "42", now)
+    code = code_for(store, sid, clock)
+    first = redeem(store, code, sid, now)
+    assert first.outcome == "ok" and first.jti.endswith(".0")
+    fid = first.jti.split(".")[0]
+    replay = redeem(store, code, sid, now)
+    assert replay.outcome == "used" and replay.revoked_family == fid
+    assert family_fields(redis, store, sid) == [f"x:{fid}"]
+    assert store.access_token_state(first.jti, "42", sid)[0] is True
+    assert store.rotate_refresh(first.refresh_token, now=now, grace=0, client_id="fluxer", scope="",
+                                access_expires_at=now + 900).outcome == "invalid"  # fmt: skip
 
 
-def test_rotation_retry_with_the_same_jti_is_not_reuse(services, oauth, clock):
-    """The same rotation request run twice (same jti) answers ok twice and keeps the family alive."""
-    oauth.login()
-    body = oauth.tokens()
-    grants, store = services.grants, services.store
-    successor = grants.successor(body["refresh_token"])
-    kwargs = dict(
-        presented=token_hash(body["refresh_token"]),
-        successor=token_hash(successor),
-        now=int(clock.now),
-        grace=0,
-        client_id="fluxer",
-        scope="",
-        jti="same-jti",
-        access_expires_at=int(clock.now) + 900,
-    )
-    assert store.rotate_refresh(**kwargs).outcome == "ok"
-    assert store.rotate_refresh(**kwargs).outcome == "ok"
-    assert store.rotate_refresh(**{**kwargs, "jti": "other-jti"}).outcome == "reuse"  # a different request is
+def test_code_redemption_retry_gets_the_same_answer(services, clock):
+    """The same redemption run twice (same marker: a redis-py retry) is not a replay."""
+    store, now = services.store, int(clock.now)
+    sid, _ = create(store, "42", now)
+    code = code_for(store, sid, clock)
+    record, code_key = store.keys.session(sid), store.codes.key(code)
+    args = [f'{{"fid":"AAAAAAAAAAAA","x":{now + 900}}}', 900, now, "AAAAAAAAAAAA", sid, "fluxer", "openid",
+            now + 5000, "00" * 20, now + 900, FAMILIES_PER_SESSION]  # fmt: skip
+    first = store.runner.run("redeem_code", [code_key, record], args)
+    again = store.runner.run("redeem_code", [code_key, record], args)
+    assert first[0] == again[0] == "ok" and first[4] == again[4]
 
 
-def test_family_jti_index_is_pruned_and_revocation_denies_only_live_tokens(services, oauth, clock, redis, prefix):
-    """Access token ids of a family are kept only until they expire; revoking denies the live ones."""
-    oauth.login()
-    token = oauth.tokens()["refresh_token"]
+def test_a_thousand_rotations_keep_the_family_the_same_size(services, redis, clock):
+    """Rotation stores nothing per generation: key count and MEMORY USAGE stay flat; reuse is still seen."""
+    store, now = services.store, int(clock.now)
+    sid, _ = create(store, "42", now)
+    token = redeem(store, code_for(store, sid, clock), sid, now).refresh_token
+    first_spent = token
+
+    def rotate(presented: str):
+        return store.rotate_refresh(presented, now=now, grace=0, client_id="fluxer", scope="",
+                                    access_expires_at=now + 900)  # fmt: skip
+
     for _ in range(10):
-        clock.advance(services.settings.access_token_ttl + 1)  # every earlier access token has expired
-        token = oauth.refresh(token).get_json()["refresh_token"]
-    (jtis_key,) = redis.scan_iter(match=f"{prefix}{{42}}:jtis:*")
-    assert redis.zcard(jtis_key) == 1
-    oauth.client.post("/revoke", data={"token": token, "client_id": "fluxer"})
-    denied = list(redis.scan_iter(match=f"{prefix}jti:*"))
-    assert len(denied) == 1 and 0 < redis.ttl(denied[0]) <= services.settings.access_token_ttl
+        token = rotate(token).successor
+    keys_before = sorted(redis.scan_iter(match=f"{store.prefix}*"))
+    memory_before = redis.memory_usage(store.keys.session(sid))
+    for _ in range(990):
+        rotation = rotate(token)
+        assert rotation.outcome == "ok"
+        token = rotation.successor
+    assert sorted(redis.scan_iter(match=f"{store.prefix}*")) == keys_before
+    assert redis.memory_usage(store.keys.session(sid)) == memory_before
+    assert rotate(first_spent).outcome == "reuse"  # generation 0, spent 1 000 rotations ago
+    assert rotate(token).outcome == "invalid"  # the family is gone with the reuse
+
+
+def test_a_forged_refresh_token_is_invalid_and_harms_nobody(services, clock):
+    """Without the family's key no MAC is right: a forged earlier generation is not 'reuse'."""
+    store, now = services.store, int(clock.now)
+    sid, _ = create(store, "42", now)
+    real = RefreshToken.parse(redeem(store, code_for(store, sid, clock), sid, now).refresh_token)
+    assert real is not None
+    forged = RefreshToken(real.sid, real.fid, 0, "00" * 20).encode()
+    kwargs = dict(now=now, grace=0, client_id="fluxer", scope="", access_expires_at=now + 900)
+    assert store.rotate_refresh(forged, **kwargs).outcome == "invalid"
+    assert store.rotate_refresh(real.encode(), **kwargs).outcome == "ok"
+
+
+def test_rotation_retry_of_the_same_request_is_not_reuse(services, clock):
+    """The same rotation request run twice (same request id) answers ok twice with one successor."""
+    store, now = services.store, int(clock.now)
+    sid, _ = create(store, "42", now)
+    token = RefreshToken.parse(redeem(store, code_for(store, sid, clock), sid, now).refresh_token)
+    assert token is not None
+    args = [token.sid, token.fid, token.gen, token.mac, now, 0, "fluxer", "", "same-request", now + 900]
+    first = store.runner.run("rotate_refresh", [store.keys.session(sid)], args)
+    again = store.runner.run("rotate_refresh", [store.keys.session(sid)], args)
+    assert first[0] == again[0] == "ok" and first[8:] == again[8:]
+    other = store.runner.run("rotate_refresh", [store.keys.session(sid)], [*args[:8], "other-request", now + 900])
+    assert other[0] == "reuse"
+
+
+def test_families_per_session_are_capped(services, redis, clock):
+    """The 33rd code exchange on one session ends its oldest family; the record stays bounded."""
+    store, now = services.store, int(clock.now)
+    sid, _ = create(store, "42", now)
+    tokens = []
+    for i in range(FAMILIES_PER_SESSION + 1):
+        clock.now = now + i
+        tokens.append(redeem(store, code_for(store, sid, clock), sid, now + i))
+    assert tokens[-1].revoked_family == tokens[0].jti.split(".")[0]
+    families = [f for f in family_fields(redis, store, sid) if f.startswith("f:")]
+    assert len(families) == FAMILIES_PER_SESSION
+    kwargs = dict(now=now + 40, grace=0, client_id="fluxer", scope="", access_expires_at=now + 940)
+    assert store.rotate_refresh(tokens[0].refresh_token, **kwargs).outcome == "invalid"
+    assert store.rotate_refresh(tokens[1].refresh_token, **kwargs).outcome == "ok"
+    assert store.access_token_state(tokens[0].jti, "42", sid)[0] is True
+
+
+def test_single_token_revocations_are_bounded(services, redis, clock):
+    """Past MARKS_PER_SESSION live marks, revoking one more token ends its whole family instead."""
+    store, now = services.store, int(clock.now)
+    sid, _ = create(store, "42", now)
+    first = redeem(store, code_for(store, sid, clock), sid, now)
+    fid = first.jti.split(".")[0]
+    for n in range(MARKS_PER_SESSION):
+        assert store.revoke_access(f"{fid}.{n}", sid, now + 900, now) == 1
+    assert store.revoke_access(f"{fid}.{MARKS_PER_SESSION}", sid, now + 900, now) == 2
+    fields = family_fields(redis, store, sid)
+    assert f"f:{fid}" not in fields and f"x:{fid}" in fields
+    assert sum(f.startswith("j:") for f in fields) == MARKS_PER_SESSION
+    clock.now = now + 901  # every mark has expired: the next write prunes them all
+    redeem(store, code_for(store, sid, clock), sid, now + 901)
+    assert [f for f in family_fields(redis, store, sid) if not f.startswith("f:")] == []
+
+
+def test_ending_a_session_deletes_everything_it_owned(services, redis, clock, prefix):
+    """After invalidation only the request's own 60 s answer mark is left under the prefix."""
+    store, now = services.store, int(clock.now)
+    sid, _ = create(store, "42", now)
+    redeem(store, code_for(store, sid, clock), sid, now)
+    assert store.invalidate("42", [sid]) == [sid]
+    left = [k for k in redis.scan_iter(match=f"{prefix}*") if ":c:" not in k]
+    assert [k.split(":")[-2] for k in left] == ["r"]
+
+
+# -- failure modes ---------------------------------------------------------------------
 
 
 @pytest.mark.skipif(not has_redis_server(), reason="needs redis-server to stall a private Redis")

@@ -8,7 +8,9 @@ import json
 
 import pytest
 
+from sso.cookies import COOKIE_NAME
 from sso.digests import token_hash
+from sso.store.layout import RefreshToken, code_bucket
 from tests.conftest import CHALLENGE, REDIRECT_URI, VERIFIER
 
 
@@ -74,7 +76,7 @@ def test_tokens_are_stored_only_as_hashes(oauth, redis, prefix):
     code = oauth.code()
     body = oauth.exchange(code).get_json()
     dump = dump_prefix(redis, prefix)
-    assert token_hash(body["refresh_token"]) in dump  # the dump is real
+    assert RefreshToken.parse(body["refresh_token"]).fid in dump  # the dump is real: the family is in it
     for secret in (session["token"], code, body["refresh_token"], body["access_token"], body["id_token"]):
         assert secret not in dump
 
@@ -96,7 +98,7 @@ def test_tokens_are_stored_only_as_hashes(oauth, redis, prefix):
         ({"grant_type": None}, 400, "invalid_request"),
     ],
 )
-def test_code_exchange_errors(oauth, redis, prefix, overrides, status, error):
+def test_code_exchange_errors(oauth, redis, keys, overrides, status, error):
     """Each binding (client, redirect URI, PKCE) is checked; errors are RFC 6749 §5.2 JSON; nothing is issued."""
     oauth.login()
     code = oauth.code()
@@ -104,7 +106,8 @@ def test_code_exchange_errors(oauth, redis, prefix, overrides, status, error):
     assert response.status_code == status
     assert response.get_json()["error"] == error
     assert response.headers["Cache-Control"] == "no-store"
-    assert list(redis.scan_iter(match=f"{prefix}rt:*")) == []
+    session = oauth.client.get_cookie(COOKIE_NAME, domain="localhost").value
+    assert [f for f in redis.hkeys(keys.session(token_hash(session))) if f.startswith("f:")] == []  # no family
 
 
 def test_failed_pkce_burns_the_code(oauth):
@@ -143,13 +146,13 @@ def test_code_is_single_use_and_replay_revokes_what_it_issued(oauth, services, a
     assert intro.get_json() == {"active": False}
 
 
-def test_code_expires_after_60_seconds(oauth, redis, prefix):
+def test_code_expires_after_60_seconds(oauth, redis, keys):
     oauth.login()
     code = oauth.code()
-    redis.delete(f"{prefix}code:{token_hash(code)}")  # what the 60 s TTL does
+    redis.delete(keys.code(code_bucket(code), token_hash(code)))  # what the 60 s TTL does
     assert oauth.exchange(code).get_json()["error"] == "invalid_grant"
     code = oauth.code()
-    assert 55 <= redis.ttl(f"{prefix}code:{token_hash(code)}") <= 60
+    assert 55 <= redis.ttl(keys.code(code_bucket(code), token_hash(code))) <= 60
 
 
 def test_code_for_ended_session_fails(oauth, api):
@@ -294,23 +297,25 @@ def test_refresh_by_another_client_fails_and_leaves_token(oauth):
     assert oauth.refresh(first["refresh_token"]).status_code == 200
 
 
-def test_refresh_after_session_invalidation_fails(oauth, api, redis, prefix):
+def test_refresh_after_session_invalidation_fails(oauth, api, redis, keys):
     """Invalidating a session kills its refresh families at once, keys included."""
     session = oauth.login()
     first = oauth.tokens()
     api.post("/session/invalidate", {"user_id": "42", "session_id_hashes": [session["session_id_hash"]]})
     assert oauth.refresh(first["refresh_token"]).get_json()["error"] == "invalid_grant"
-    assert list(redis.scan_iter(match=f"{prefix}{{42}}:family:*")) == []
+    assert not redis.exists(keys.session(session["session_id_hash"]))  # the families lived in the record
 
 
-def test_refresh_never_outlives_the_session(oauth, clock, settings, redis, prefix):
+def test_refresh_never_outlives_the_session(oauth, clock, settings, redis, keys):
     """The family's lifetime is capped at the session's, and access tokens too."""
     session = oauth.login()
     clock.advance(settings.session_ttl - 100)
     body = oauth.tokens()
     assert body["expires_in"] <= 100
-    rt_key = f"{prefix}rt:{token_hash(body['refresh_token'])}"
-    assert redis.ttl(rt_key) <= 100
+    family = json.loads(
+        redis.hget(keys.session(session["session_id_hash"]), f"f:{RefreshToken.parse(body['refresh_token']).fid}")
+    )
+    assert family["e"] <= clock.now + 100  # the session ends in 100 s
     clock.advance(101)
     assert oauth.refresh(body["refresh_token"]).get_json()["error"] == "invalid_grant"
     assert session
@@ -324,13 +329,13 @@ def test_refresh_family_expires(oauth, clock):
     assert oauth.refresh(body["refresh_token"]).get_json()["error"] == "invalid_grant"
 
 
-def test_refresh_marks_activity(oauth, clock, services, redis, prefix):
+def test_refresh_marks_activity(oauth, clock, services, redis, keys):
     session = oauth.login()
     body = oauth.tokens()
     clock.advance(services.settings.activity_update_interval + 1)
     oauth.refresh(body["refresh_token"])
     services.worker.run_once()
-    assert int(redis.hget(f"{prefix}{{42}}:session:{session['session_id_hash']}", "last_active_at")) == int(clock.now)
+    assert int(redis.hget(keys.session(session["session_id_hash"]), "last_active_at")) == int(clock.now)
 
 
 @pytest.mark.parametrize("token", ["", "garbage", "a" * 600])

@@ -56,15 +56,16 @@ def test_failed_flush_keeps_everything_for_the_retry(settings, key_pair, clock):
     try:
         store = RedisStore(client, dataclasses.replace(settings).redis_prefix)
         worker = BackgroundWorker(store, interval=300, clock=clock)
+        _, sid = store.new_session_token("42")
         store.create_session(
-            "sid",
+            sid,
             "42",
             int(clock.now) - 1000,
             int(clock.now) + 1000,
             {"client_ip": "", "user_agent": "", "platform": "", "claims": "{}"},
         )
-        worker.mark_active("42", "sid", int(clock.now) - 1000)
-        worker.publish(envelope("session-created", "42", ["sid"], clock.now))
+        worker.mark_active("42", sid, int(clock.now) - 1000)
+        worker.publish(envelope("session-created", "42", [sid], clock.now))
         server.stop()
         with pytest.raises(RedisError):
             worker.run_once()
@@ -72,7 +73,7 @@ def test_failed_flush_keeps_everything_for_the_retry(settings, key_pair, clock):
         assert worker.flush() is False and worker.failures == 1
         server.start()  # empty again: recreate the record the write targets
         store.create_session(
-            "sid",
+            sid,
             "42",
             int(clock.now) - 1000,
             int(clock.now) + 1000,
@@ -83,7 +84,7 @@ def test_failed_flush_keeps_everything_for_the_retry(settings, key_pair, clock):
         subscriber.get_message(timeout=1)
         worker.run_once()
         assert worker.pending == 0 and worker.writes == 1 and worker.published == 1
-        assert int(client.hget(store.session_key("42", "sid"), "last_active_at")) == int(clock.now)
+        assert int(client.hget(store.keys.session(sid), "last_active_at")) == int(clock.now)
         assert subscriber.get_message(timeout=2) is not None
         subscriber.close()
     finally:

@@ -1,0 +1,88 @@
+"""The only package that speaks Redis: the key layout, the scripts, and one interface over them.
+
+Its parts: ``layout`` (buckets, key names, token formats), ``runner`` (how a
+script runs on one server, Sentinel or Cluster), ``scripts`` and ``lua/``
+(one file per atomic change), and one module per record family:
+``sessions``, ``codes``, ``families`` (refresh tokens), ``token_state``
+(access-token revocation) and ``counters`` (rate limits). ``RedisStore`` ties
+them together for the rest of the service, which calls nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sso.store.codes import FAMILIES_PER_SESSION, CodeIssue, Codes, Redemption
+from sso.store.counters import Counters
+from sso.store.families import Families, RefreshInfo, Rotation
+from sso.store.layout import Keys, draw_session_token
+from sso.store.runner import Client, ReplicaTimeout, Runner
+from sso.store.sessions import SESSION_FIELDS, SessionRecords
+from sso.store.token_state import MARKS_PER_SESSION, TokenState
+
+__all__ = [
+    "FAMILIES_PER_SESSION",
+    "MARKS_PER_SESSION",
+    "SESSION_FIELDS",
+    "CodeIssue",
+    "Keys",
+    "Redemption",
+    "RedisStore",
+    "RefreshInfo",
+    "ReplicaTimeout",
+    "Rotation",
+]
+
+
+class RedisStore:
+    """Session, code and token state in Redis; takes a ready client (one server, Sentinel or Cluster).
+
+    Its methods are those of the parts, bound here so the rest of the service
+    sees one interface (and mypy sees their real signatures).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        prefix: str = "sso:",
+        *,
+        wait_for_replica: bool = False,
+        max_sessions_per_user: int = 100,
+    ) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.keys = Keys(prefix)
+        self.runner = Runner(client, wait_for_replica=wait_for_replica)
+        self.sessions = sessions = SessionRecords(self.runner, self.keys, max_per_user=max_sessions_per_user)
+        self.codes = codes = Codes(self.runner, self.keys)
+        self.families = families = Families(self.runner, self.keys)
+        self.token_state = token_state = TokenState(self.runner, self.keys)
+        self.counters = counters = Counters(self.runner, self.keys)
+        self.new_session_token = draw_session_token  # (token, sid in the user's bucket)
+        self.create_session = sessions.create
+        self.find_session = sessions.find
+        self.sessions_alive = sessions.alive
+        self.list_sessions = sessions.listing
+        self.invalidate = sessions.invalidate
+        self.invalidate_all = sessions.invalidate_all
+        self.touch_many = sessions.touch_many
+        self.issue_code = codes.issue
+        self.read_code = codes.read
+        self.burn_code = codes.burn
+        self.redeem_code = codes.redeem
+        self.rotate_refresh = families.rotate
+        self.revoke_refresh = families.revoke
+        self.inspect_refresh = families.inspect
+        self.access_token_state = token_state.access_token_state
+        self.revoke_access = token_state.revoke_access
+        self.count_failure = counters.count_failure
+
+    @property
+    def events_channel(self) -> str:
+        return self.keys.events_channel
+
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
+
+    def publish_many(self, messages: Sequence[str]) -> None:
+        self.runner.publish_many(self.keys.events_channel, messages)

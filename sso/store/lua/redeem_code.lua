@@ -1,0 +1,52 @@
+-- KEYS: code, session record.
+-- ARGV: marker (JSON {fid, x}), ttl kept after use, now, fid, sid, client_id, scope,
+--       family max expiry, family MAC key (hex), access token max expiry, families per session.
+-- Marks the code used and starts its refresh family in one step. A second redemption of the code
+-- ends the family the first one started (RFC 6749 §4.1.2); the same marker again is a client
+-- library retrying this very redemption and gets the same answer.
+-- {'ok', session expires_at, auth_time, family expiry, MAC of generation 0, fid of a family ended
+-- for the cap or ''} | {'used', fid ended or ''} | {'missing'} | {'ended'}
+local code, rec = KEYS[1], KEYS[2]
+local now, fid, sid = tonumber(ARGV[3]), ARGV[4], ARGV[5]
+if redis.call('EXISTS', code) == 0 then return {'missing'} end
+local issued = redis.call('HGET', code, 'issued')
+if issued and issued ~= ARGV[1] then
+  local first = cjson.decode(issued)
+  if first.fid then
+    local fam = redis.call('HGET', rec, 'f:' .. first.fid)
+    if fam then
+      end_family(rec, first.fid, cjson.decode(fam), now)
+    elseif first.x > now and redis.call('EXISTS', rec) == 1 then
+      redis.call('HSET', rec, 'x:' .. first.fid, first.x)  -- family already gone; its tokens are not
+    end
+  end
+  return {'used', first.fid or ''}
+end
+local sess = redis.call('HMGET', rec, 'expires_at', 'created_at')
+if issued then
+  local fam = redis.call('HGET', rec, 'f:' .. fid)
+  if not fam or not sess[1] then return {'ended'} end
+  local f = cjson.decode(fam)
+  return {'ok', sess[1], sess[2], string.format('%d', f.e), refresh_mac(f, sid, fid, 0), ''}
+end
+redis.call('HSET', code, 'issued', ARGV[1])
+redis.call('EXPIRE', code, ARGV[2])
+if not sess[1] or tonumber(sess[1]) <= now then return {'ended'} end
+local live = live_state(rec, now)
+local count, oldest, oldest_fam = 0, nil, nil
+for id, f in pairs(live) do
+  count = count + 1
+  if oldest_fam == nil or f.t < oldest_fam.t or (f.t == oldest_fam.t and id < oldest) then
+    oldest, oldest_fam = id, f
+  end
+end
+local dropped = ''
+if count >= tonumber(ARGV[11]) then
+  end_family(rec, oldest, oldest_fam, now)
+  dropped = oldest
+end
+local sess_exp = tonumber(sess[1])
+local fam = {c = ARGV[6], s = ARGV[7], g = 0, k = ARGV[9], e = math.min(tonumber(ARGV[8]), sess_exp),
+  t = now, r = now, n = 1, x = math.min(tonumber(ARGV[10]), sess_exp), q = '', qn = 0}
+redis.call('HSET', rec, 'f:' .. fid, cjson.encode(fam))
+return {'ok', sess[1], sess[2], string.format('%d', fam.e), refresh_mac(fam, sid, fid, 0), dropped}

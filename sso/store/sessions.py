@@ -1,0 +1,136 @@
+"""Session records, the per-user index, and the bound on sessions per user (SPEC: Sessions).
+
+A record is one hash, ``P{T}:s:<sid>``, in the user's bucket: ending a session
+is one DEL, and the refresh families and revocation marks that live inside it
+go with it. The index ``P{T}:u:<user>`` scores each sid by its last activity,
+which orders the listing and names the session to evict at the cap.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from typing import cast
+
+from redis.typing import EncodableT
+
+from sso.store.layout import Keys, sid_bucket, user_bucket
+from sso.store.runner import Runner
+
+# The fields of a session record, in the order find() and list() read them.
+SESSION_FIELDS = (
+    "user_id", "created_at", "last_active_at", "expires_at", "client_ip", "user_agent", "platform", "claims",
+)  # fmt: skip
+MAX_CHANGED_RETRIES = 5
+
+
+def _request_id() -> str:
+    return secrets.token_hex(12)
+
+
+def _record(values: Sequence[str | None]) -> dict[str, str]:
+    return {name: value for name, value in zip(SESSION_FIELDS, values, strict=True) if value is not None}
+
+
+class SessionRecords:
+    def __init__(self, runner: Runner, keys: Keys, *, max_per_user: int) -> None:
+        self.runner = runner
+        self.keys = keys
+        self.max_per_user = max_per_user
+
+    def create(self, sid: str, user_id: str, now: int, expires_at: int, fields: dict[str, str]) -> list[str]:
+        """Write the record and index it; the sessions evicted for the cap (least recently active first).
+
+        One script call; at the cap one more per evicted session, since a script
+        may touch only the keys it declares and the victim is known only then.
+        """
+        record, index = self.keys.session(sid), self.keys.index(user_id)
+        if record is None or sid_bucket(sid) != user_bucket(user_id):
+            raise ValueError("the session id hash is not in the user's bucket")
+        mark = self.keys.request(user_bucket(user_id), _request_id())
+        ttl = max(1, expires_at - now)
+        evicted: list[str] = []
+        victim = ""
+        for _ in range(self.max_per_user + 1):
+            victim_key = self.keys.session(victim) if victim else record
+            outcome, *rest = self.runner.run(
+                "create_session",
+                [record, index, victim_key or record, mark],
+                [sid, user_id, now, expires_at, ttl, fields["client_ip"], fields["user_agent"], fields["platform"],
+                 fields["claims"], self.max_per_user, ttl, victim],
+            )  # fmt: skip
+            if outcome == "ok":
+                return evicted + [s for s in rest[:1] if s]
+            victim, gone = rest[0], rest[1]
+            if gone:
+                evicted.append(gone)
+        raise RuntimeError("could not make room for a new session")
+
+    def find(self, sid: str) -> dict[str, str] | None:
+        """One HMGET: the record of a session id hash, or None."""
+        key = self.keys.session(sid)
+        if key is None:
+            return None
+        values = cast(list[str | None], self.runner.client.hmget(key, SESSION_FIELDS))
+        return _record(values) if values[0] is not None else None
+
+    def alive(self, sids: Sequence[str], now: int) -> list[bool]:
+        """Which of these sessions are live, without marking them active (one pipeline)."""
+        keys = [self.keys.session(sid) for sid in sids]
+        pipe = self.runner.client.pipeline(transaction=False)
+        for key in keys:
+            if key is not None:
+                pipe.hget(key, "expires_at")
+        answers = iter(pipe.execute())
+        return [key is not None and int(next(answers) or 0) > now for key in keys]
+
+    def listing(self, user_id: str) -> list[tuple[str, dict[str, str]]]:
+        """A user's sessions, most recently active first: read the index, then the records."""
+        index = self.keys.index(user_id)
+        sids = cast(list[str], self.runner.client.zrevrange(index, 0, -1))
+        if not sids:
+            return []
+        records = [self.keys.session(sid) or "" for sid in sids]
+        flat = self.runner.run("list_sessions", [index, *records], sids)
+        return [(flat[i], _record(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def invalidate(self, user_id: str, sids: Iterable[str]) -> list[str]:
+        """End these sessions of the user (others' are left alone); acknowledged by a replica."""
+        mine = [sid for sid in dict.fromkeys(sids) if self.keys.user_session(user_id, sid)]
+        return (self._end(user_id, "some", mine, ()) or []) if mine else []
+
+    def invalidate_all(self, user_id: str, keep: Iterable[str]) -> list[str]:
+        """End every session of the user but ``keep``: read the index, then one script that
+        refuses (and is repeated) if a session was created in between."""
+        kept = list(dict.fromkeys(keep))
+        kept_set = set(kept)
+        for _ in range(MAX_CHANGED_RETRIES):
+            members = cast(list[str], self.runner.client.zrange(self.keys.index(user_id), 0, -1))
+            targets = [sid for sid in members if sid not in kept_set]
+            ended = self._end(user_id, "all", targets, kept)
+            if ended is not None:
+                return ended
+        raise RuntimeError("sessions kept being created during invalidate-all")
+
+    def _end(self, user_id: str, mode: str, targets: Sequence[str], kept: Sequence[str]) -> list[str] | None:
+        bucket = user_bucket(user_id)
+        records = [self.keys.user_session(user_id, sid) or "" for sid in targets]
+        answer = self.runner.run_acknowledged(
+            "invalidate",
+            [self.keys.index(user_id), self.keys.request(bucket, _request_id()), *records],
+            [user_id, mode, len(targets), *targets, *kept],
+        )
+        if answer[0] == "changed":
+            return None
+        return list(answer[1:])
+
+    def touch_many(self, marks: Iterable[tuple[str, str, int]], interval: int) -> int:
+        """Debounced activity writes, pipelined per node; how many records were updated."""
+        calls: list[tuple[list[str], list[EncodableT]]] = []
+        for user_id, sid, at in marks:
+            record = self.keys.user_session(user_id, sid)
+            if record is not None:
+                calls.append(([record, self.keys.index(user_id)], [at, interval, sid]))
+        if not calls:
+            return 0
+        return sum(int(n) for n in self.runner.batch("touch", calls))
