@@ -17,7 +17,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 
-from sso import store
+from sso.store.scripts import NAMES, source
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -89,12 +89,8 @@ def commandstats(client: object) -> Counter[str]:
 
 
 def script_names() -> dict[str, str]:
-    """SHA1 -> name of every Lua script in sso/store.py, as redis-py registers them."""
-    names = {}
-    for attr, value in vars(store).items():
-        if isinstance(value, str) and "redis.call" in value and not attr.endswith("_FN"):
-            names[hashlib.sha1(value.encode()).hexdigest()] = attr.strip("_").lower()
-    return names
+    """SHA1 -> name of every Lua script of the store (sso/store/lua), as redis-py registers them."""
+    return {hashlib.sha1(source(name).encode()).hexdigest(): name for name in NAMES}
 
 
 @dataclass

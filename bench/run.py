@@ -212,12 +212,12 @@ def backdate(svc: Service, fixtures: list[Fixture]) -> int:
     """Make the sessions' last activity older than the interval: one write each is then due."""
     stale = int(time.time()) - 2 * ACTIVITY_INTERVAL
     for f in fixtures:
-        svc.redis.hset(svc.store.session_key(f.user_id, f.sid), "last_active_at", stale)
+        svc.redis.hset(svc.store.keys.session(f.sid), "last_active_at", stale)
     return stale
 
 
 def activity_writes(svc: Service, fixtures: list[Fixture], stale: int) -> int:
-    keys = [svc.store.session_key(f.user_id, f.sid) for f in fixtures]
+    keys = [svc.store.keys.session(f.sid) for f in fixtures]
     return sum(int(svc.redis.hget(k, "last_active_at") or 0) != stale for k in keys)
 
 

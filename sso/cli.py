@@ -89,6 +89,17 @@ def end_all(user_id: str, keep: tuple[str, ...]) -> None:
     click.echo(json.dumps({"invalidated": ended, "events_published": flushed}))
 
 
+@sso.command("purge-legacy")
+@click.option("--dry-run", is_flag=True, help="Only count the keys.")
+def purge_legacy_keys(dry_run: bool) -> None:
+    """Delete the first version's keys after an upgrade (its sessions cannot be carried over)."""
+    from sso.store.legacy import purge_legacy
+
+    svc = _services()
+    count = purge_legacy(svc.redis, svc.settings.redis_prefix, dry_run=dry_run)
+    click.echo(json.dumps({"legacy_keys": count, "deleted": 0 if dry_run else count}))
+
+
 def config_error_app(error: ConfigError) -> Flask:
     """What ``flask --app wsgi`` gets when the configuration is invalid: ``sso keys``
     still works (it is how a first configuration is made) and ``sso check-config``

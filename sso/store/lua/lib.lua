@@ -1,7 +1,20 @@
 -- Shared by the scripts that read refresh families; prepended to them when they are loaded.
--- A family is the field 'f:<fid>' of its session record, JSON: c client_id, s scope, g generation,
--- k MAC key (hex), e expiry, t created, r last rotation, n access tokens minted (jti '<fid>.<i>'),
--- x latest exp of those tokens, q/qn the request id and token index of the last rotation.
+-- A family is the field 'f:<fid>' of its session record: g generation, n access tokens minted
+-- (jti '<fid>.<i>'), qn/q the token index and request id of the last rotation, r last rotation,
+-- x latest exp of its access tokens, e expiry, t created, k MAC key (hex), c client_id, s scope.
+-- Numbers are written at a fixed width, so the record's size never changes as a family rotates.
+
+local function decode_family(text)
+  local g, n, qn, r, x, e, t, k, q, c, s = string.match(text,
+    '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%x+) (%S+) (%S+) ?(.*)$')
+  return {g = tonumber(g), n = tonumber(n), qn = tonumber(qn), r = tonumber(r), x = tonumber(x),
+    e = tonumber(e), t = tonumber(t), k = k, q = q, c = c, s = s}
+end
+
+local function encode_family(f)
+  return string.format('%010d %010d %010d %010d %010d %010d %010d %s %s %s %s',
+    f.g, f.n, f.qn, f.r, f.x, f.e, f.t, f.k, f.q, f.c, f.s)
+end
 
 local function hex2bin(hex)
   return (string.gsub(hex, '..', function(pair) return string.char(tonumber(pair, 16)) end))
@@ -39,7 +52,7 @@ local function live_state(rec, now)
     local name, value = fields[i], fields[i + 1]
     local kind = string.sub(name, 1, 2)
     if kind == 'f:' then
-      local fam = cjson.decode(value)
+      local fam = decode_family(value)
       if fam.e <= now then table.insert(dead, name) else live[string.sub(name, 3)] = fam end
     elseif kind == 'x:' or kind == 'j:' then
       if tonumber(value) <= now then

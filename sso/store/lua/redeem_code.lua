@@ -15,7 +15,7 @@ if issued and issued ~= ARGV[1] then
   if first.fid then
     local fam = redis.call('HGET', rec, 'f:' .. first.fid)
     if fam then
-      end_family(rec, first.fid, cjson.decode(fam), now)
+      end_family(rec, first.fid, decode_family(fam), now)
     elseif first.x > now and redis.call('EXISTS', rec) == 1 then
       redis.call('HSET', rec, 'x:' .. first.fid, first.x)  -- family already gone; its tokens are not
     end
@@ -26,7 +26,7 @@ local sess = redis.call('HMGET', rec, 'expires_at', 'created_at')
 if issued then
   local fam = redis.call('HGET', rec, 'f:' .. fid)
   if not fam or not sess[1] then return {'ended'} end
-  local f = cjson.decode(fam)
+  local f = decode_family(fam)
   return {'ok', sess[1], sess[2], string.format('%d', f.e), refresh_mac(f, sid, fid, 0), ''}
 end
 redis.call('HSET', code, 'issued', ARGV[1])
@@ -47,6 +47,6 @@ if count >= tonumber(ARGV[11]) then
 end
 local sess_exp = tonumber(sess[1])
 local fam = {c = ARGV[6], s = ARGV[7], g = 0, k = ARGV[9], e = math.min(tonumber(ARGV[8]), sess_exp),
-  t = now, r = now, n = 1, x = math.min(tonumber(ARGV[10]), sess_exp), q = '', qn = 0}
-redis.call('HSET', rec, 'f:' .. fid, cjson.encode(fam))
+  t = now, r = now, n = 1, x = math.min(tonumber(ARGV[10]), sess_exp), q = string.rep('0', 24), qn = 0}
+redis.call('HSET', rec, 'f:' .. fid, encode_family(fam))
 return {'ok', sess[1], sess[2], string.format('%d', fam.e), refresh_mac(fam, sid, fid, 0), dropped}

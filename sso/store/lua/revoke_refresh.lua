@@ -3,7 +3,7 @@
 -- 1 revoked, 0 unknown, -1 owned by another client (left alive).
 local raw = redis.call('HGET', KEYS[1], 'f:' .. ARGV[2])
 if not raw then return 0 end
-local f = cjson.decode(raw)
+local f = decode_family(raw)
 local gen = tonumber(ARGV[3])
 if gen > f.g or refresh_mac(f, ARGV[1], ARGV[2], gen) ~= ARGV[4] then return 0 end
 if ARGV[5] ~= '' and f.c ~= ARGV[5] then return -1 end

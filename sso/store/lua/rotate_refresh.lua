@@ -10,7 +10,7 @@ local rec = KEYS[1]
 local sid, fid, gen, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
 local r = redis.call('HMGET', rec, 'f:' .. fid, 'user_id', 'expires_at', 'created_at', 'last_active_at', 'claims')
 if not r[1] then return {'invalid'} end
-local f = cjson.decode(r[1])
+local f = decode_family(r[1])
 if refresh_mac(f, sid, fid, gen) ~= ARGV[4] or f.c ~= ARGV[7] then return {'invalid'} end
 local granted = {}
 for s in string.gmatch(f.s, '%S+') do granted[s] = true end
@@ -29,7 +29,7 @@ local jti_exp = math.min(tonumber(ARGV[10]), tonumber(r[3]))
 if gen == f.g then
   f.g, f.r, f.q, f.qn, f.n = f.g + 1, now, ARGV[9], f.n, f.n + 1
   f.x = math.max(f.x, jti_exp)
-  redis.call('HSET', rec, 'f:' .. fid, cjson.encode(f))
+  redis.call('HSET', rec, 'f:' .. fid, encode_family(f))
   return answer('ok', f.qn)
 end
 if gen == f.g - 1 then
@@ -37,7 +37,7 @@ if gen == f.g - 1 then
   local grace = tonumber(ARGV[6])
   if grace > 0 and now - f.r <= grace then
     f.n, f.x = f.n + 1, math.max(f.x, jti_exp)
-    redis.call('HSET', rec, 'f:' .. fid, cjson.encode(f))
+    redis.call('HSET', rec, 'f:' .. fid, encode_family(f))
     return answer('grace', f.n - 1)
   end
 end
