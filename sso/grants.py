@@ -104,6 +104,7 @@ class GrantService:
         now = int(self.ctx.clock())
         redeemed = self.ctx.store.redeem_code(
             code,
+            user_id=bound["user_id"],
             sid=bound["sid"],
             client_id=client_id,
             scope=bound["scope"],

@@ -207,8 +207,7 @@ class TokenService:
                 return  # invalid or expired: nothing left to revoke
             if client_id is not None and claims.get("client_id") != client_id:
                 return
-            self.store.revoke_access(
-                str(claims["jti"]), str(claims.get("sid", "")), int(claims["exp"]), int(self.clock())
-            )
+            jti, sid, exp = str(claims["jti"]), str(claims.get("sid", "")), int(claims["exp"])
+            self.store.revoke_access(jti, str(claims["sub"]), sid, exp, int(self.clock()))
             return
         self.store.revoke_refresh(token, client_id, int(self.clock()))

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from sso.digests import b64url
-from sso.store import FAMILIES_PER_SESSION, MARKS_PER_SESSION
+from sso.store import FAMILIES_PER_SESSION, MARKS_PER_SESSION, Revoked
 from sso.store.layout import (
     BAND,
     BUCKET_TAGS,
@@ -199,8 +199,8 @@ def code_for(store, sid: str, clock) -> str:
 
 
 def redeem(store, code: str, sid: str, now: int):
-    return store.redeem_code(code, sid=sid, client_id="fluxer", scope="openid", now=now, expires_at=now + 5000,
-                             access_expires_at=now + 900, keep=900)  # fmt: skip
+    return store.redeem_code(code, user_id="42", sid=sid, client_id="fluxer", scope="openid", now=now,
+                             expires_at=now + 5000, access_expires_at=now + 900, keep=900)  # fmt: skip
 
 
 def test_code_replay_ends_what_the_first_redemption_started(services, redis, clock):
@@ -213,6 +213,7 @@ def test_code_replay_ends_what_the_first_redemption_started(services, redis, clo
     fid = first.jti.split(".")[0]
     replay = redeem(store, code, sid, now)
     assert replay.outcome == "used" and replay.revoked_family == fid
+    assert replay.revoked == Revoked("42", sid, (first.jti,), now + 900)  # what tokens-revoked names
     assert family_fields(redis, store, sid) == [f"x:{fid}"]
     assert store.access_token_state(first.jti, "42", sid)[0] is True
     assert store.rotate_refresh(first.refresh_token, now=now, grace=0, client_id="fluxer", scope="",
@@ -253,7 +254,9 @@ def test_a_thousand_rotations_keep_the_family_the_same_size(services, redis, clo
         token = rotation.successor
     assert sorted(redis.scan_iter(match=f"{store.prefix}*")) == keys_before
     assert redis.memory_usage(store.keys.session(sid), samples=0) == memory_before
-    assert rotate(first_spent).outcome == "reuse"  # generation 0, spent 1 000 rotations ago
+    reuse = rotate(first_spent)
+    assert reuse.outcome == "reuse"  # generation 0, spent 1 000 rotations ago
+    assert reuse.revoked is not None and len(reuse.revoked.jtis) == 16 and reuse.revoked.jtis[-1].endswith(".1000")
     assert rotate(token).outcome == "invalid"  # the family is gone with the reuse
 
 
@@ -307,8 +310,9 @@ def test_single_token_revocations_are_bounded(services, redis, clock):
     first = redeem(store, code_for(store, sid, clock), sid, now)
     fid = first.jti.split(".")[0]
     for n in range(MARKS_PER_SESSION):
-        assert store.revoke_access(f"{fid}.{n}", sid, now + 900, now) == 1
-    assert store.revoke_access(f"{fid}.{MARKS_PER_SESSION}", sid, now + 900, now) == 2
+        assert store.revoke_access(f"{fid}.{n}", "42", sid, now + 900, now).jtis == (f"{fid}.{n}",)
+    beyond = store.revoke_access(f"{fid}.{MARKS_PER_SESSION}", "42", sid, now + 900, now)
+    assert beyond.jtis == (f"{fid}.{MARKS_PER_SESSION}", f"{fid}.0")  # and the family's own token
     fields = family_fields(redis, store, sid)
     assert f"f:{fid}" not in fields and f"x:{fid}" in fields
     assert sum(f.startswith("j:") for f in fields) == MARKS_PER_SESSION

@@ -18,7 +18,7 @@ from sso.store.families import Families, RefreshInfo, Rotation
 from sso.store.layout import Keys, draw_session_token
 from sso.store.runner import Client, ReplicaTimeout, Runner
 from sso.store.sessions import SESSION_FIELDS, SessionRecords
-from sso.store.token_state import MARKS_PER_SESSION, TokenState
+from sso.store.token_state import MARKS_PER_SESSION, Revoked, TokenState
 
 __all__ = [
     "FAMILIES_PER_SESSION",
@@ -30,6 +30,7 @@ __all__ = [
     "RedisStore",
     "RefreshInfo",
     "ReplicaTimeout",
+    "Revoked",
     "Rotation",
 ]
 

@@ -15,6 +15,7 @@ from typing import Any
 from sso.digests import token_hash
 from sso.store.layout import Keys, RefreshToken, code_bucket, new_code, new_family_id, sid_bucket
 from sso.store.runner import Runner
+from sso.store.token_state import Revoked, family_revoked
 
 FAMILIES_PER_SESSION = 32
 
@@ -40,6 +41,7 @@ class Redemption:
     auth_time: int = 0
     family_expires_at: int = 0
     revoked_family: str = ""  # the replay's victim, or the oldest family ended for the cap
+    revoked: Revoked | None = None  # that family's access tokens still alive
 
 
 class Codes:
@@ -105,6 +107,7 @@ class Codes:
         self,
         code: str,
         *,
+        user_id: str,
         sid: str,
         client_id: str,
         scope: str,
@@ -131,7 +134,8 @@ class Codes:
              FAMILIES_PER_SESSION],
         )  # fmt: skip
         if r[0] == "used":
-            return Redemption("used", revoked_family=r[1])
+            revoked = family_revoked(user_id, sid, r[1], int(r[2]), int(r[3]), now) if r[1] else None
+            return Redemption("used", revoked_family=r[1], revoked=revoked)
         if r[0] != "ok":
             return Redemption(r[0])
         return Redemption(
@@ -142,4 +146,5 @@ class Codes:
             auth_time=int(r[2]),
             family_expires_at=int(r[3]),
             revoked_family=r[5],
+            revoked=family_revoked(user_id, sid, r[5], int(r[6]), int(r[7]), now) if r[5] else None,
         )

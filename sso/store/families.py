@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sso.store.layout import Keys, RefreshToken
 from sso.store.runner import Runner
+from sso.store.token_state import Revoked, family_revoked
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Rotation:
     successor: str = ""
     jti: str = ""
     family_id: str = ""
+    revoked: Revoked | None = None  # on reuse: the family's access tokens still alive
 
 
 @dataclass(frozen=True)
@@ -86,20 +88,23 @@ class Families:
                 family_id=token.fid,
             )
         if r[0] == "reuse":
-            return Rotation(outcome="reuse", user_id=r[1], sid=token.sid, family_id=token.fid)
+            revoked = family_revoked(r[1], token.sid, token.fid, int(r[2]), int(r[3]), now)
+            return Rotation(outcome="reuse", user_id=r[1], sid=token.sid, family_id=token.fid, revoked=revoked)
         return Rotation(outcome=r[0])
 
-    def revoke(self, presented: str, client_id: str | None, now: int) -> int:
-        """1 revoked, 0 unknown, -1 owned by another client (left alive); acknowledged by a replica."""
+    def revoke(self, presented: str, client_id: str | None, now: int) -> tuple[int, Revoked | None]:
+        """(1 revoked, 0 unknown, -1 owned by another client and left alive; the family's access
+        tokens still alive); acknowledged by a replica."""
         found = self._parse(presented)
         if found is None:
-            return 0
+            return 0, None
         token, record = found
-        return int(
-            self.runner.run_acknowledged(
-                "revoke_refresh", [record], [token.sid, token.fid, token.gen, token.mac, client_id or "", now]
-            )
+        r = self.runner.run_acknowledged(
+            "revoke_refresh", [record], [token.sid, token.fid, token.gen, token.mac, client_id or "", now]
         )
+        if int(r[0]) != 1:
+            return int(r[0]), None
+        return 1, family_revoked(r[1], token.sid, token.fid, int(r[2]), int(r[3]), now)
 
     def inspect(self, presented: str, now: int) -> RefreshInfo | None:
         found = self._parse(presented)

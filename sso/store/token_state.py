@@ -8,16 +8,38 @@ session, when every token of it is dead anyway.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
 from sso.store.layout import Keys
 from sso.store.runner import Runner
 
 MARKS_PER_SESSION = 64
+# A revoked family's event names its last JTI_WINDOW access tokens: a client that refreshes when
+# its access token expires has one or two alive; the record's mark covers all of them regardless.
+JTI_WINDOW = 16
 
 
 def family_of(jti: str) -> str:
     return jti.split(".", 1)[0]
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """Access tokens revoked while their session lives on: what a tokens-revoked event names."""
+
+    user_id: str
+    sid: str
+    jtis: tuple[str, ...]
+    expires_at: int
+
+
+def family_revoked(user_id: str, sid: str, fid: str, latest_exp: int, minted: int, now: int) -> Revoked | None:
+    """The still-unexpired access tokens of an ended family (None when all have expired)."""
+    if latest_exp <= now or minted <= 0:
+        return None
+    jtis = tuple(f"{fid}.{i}" for i in range(max(0, minted - JTI_WINDOW), minted))
+    return Revoked(user_id, sid, jtis, latest_exp)
 
 
 class TokenState:
@@ -38,11 +60,17 @@ class TokenState:
             return False, None
         return family_mark is not None or token_mark is not None, {"expires_at": expires_at, "claims": claims or ""}
 
-    def revoke_access(self, jti: str, sid: str, exp: int, now: int) -> int:
-        """Deny one access token until ``exp``; acknowledged by a replica. See revoke_access.lua."""
-        record = self.keys.session(sid)
+    def revoke_access(self, jti: str, user_id: str, sid: str, exp: int, now: int) -> Revoked | None:
+        """Deny one access token until ``exp`` (past the bound: its family); acknowledged by a replica.
+        What was revoked, or None when the session has ended (its tokens are dead already)."""
+        record = self.keys.user_session(user_id, sid)
         if record is None or exp <= now:
-            return 0
-        return int(
-            self.runner.run_acknowledged("revoke_access", [record], [family_of(jti), jti, exp, now, MARKS_PER_SESSION])
-        )
+            return None
+        r = self.runner.run_acknowledged("revoke_access", [record], [family_of(jti), jti, exp, now, MARKS_PER_SESSION])
+        if int(r[0]) == 0:
+            return None
+        if int(r[0]) == 2:
+            family = family_revoked(user_id, sid, family_of(jti), int(r[1]), int(r[2]), now)
+            if family is not None:
+                return Revoked(user_id, sid, tuple(dict.fromkeys((jti, *family.jtis))), max(exp, family.expires_at))
+        return Revoked(user_id, sid, (jti,), exp)

@@ -38,9 +38,11 @@ end
 
 -- End a family: its refresh tokens stop working at once, and its access tokens that have not
 -- expired yet are marked revoked in the record ('x:<fid>' = their latest exp).
+-- Returns {latest exp, tokens minted} as strings, for the tokens-revoked event.
 local function end_family(rec, fid, fam, now)
   redis.call('HDEL', rec, 'f:' .. fid)
   if fam.x > now then redis.call('HSET', rec, 'x:' .. fid, fam.x) end
+  return {string.format('%d', fam.x), string.format('%d', fam.n)}
 end
 
 -- The record's live families ({fid = family}) and live single-token marks (count); expired

@@ -5,29 +5,31 @@
 -- ends the family the first one started (RFC 6749 §4.1.2); the same marker again is a client
 -- library retrying this very redemption and gets the same answer.
 -- {'ok', session expires_at, auth_time, family expiry, MAC of generation 0, fid of a family ended
--- for the cap or ''} | {'used', fid ended or ''} | {'missing'} | {'ended'}
+-- for the cap or '', its latest exp, its tokens minted} | {'used', fid ended or '', latest exp of its
+-- access tokens, tokens minted} | {'missing'} | {'ended'}
 local code, rec = KEYS[1], KEYS[2]
 local now, fid, sid = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 if redis.call('EXISTS', code) == 0 then return {'missing'} end
 local issued = redis.call('HGET', code, 'issued')
 if issued and issued ~= ARGV[1] then
   local first = cjson.decode(issued)
-  if first.fid then
-    local fam = redis.call('HGET', rec, 'f:' .. first.fid)
-    if fam then
-      end_family(rec, first.fid, decode_family(fam), now)
-    elseif first.x > now and redis.call('EXISTS', rec) == 1 then
-      redis.call('HSET', rec, 'x:' .. first.fid, first.x)  -- family already gone; its tokens are not
-    end
+  if not first.fid then return {'used', '', '0', '0'} end
+  local fam = redis.call('HGET', rec, 'f:' .. first.fid)
+  if fam then
+    local ended = end_family(rec, first.fid, decode_family(fam), now)
+    return {'used', first.fid, ended[1], ended[2]}
   end
-  return {'used', first.fid or ''}
+  if first.x > now and redis.call('EXISTS', rec) == 1 then
+    redis.call('HSET', rec, 'x:' .. first.fid, first.x)  -- family already gone; its first token is not
+  end
+  return {'used', first.fid, string.format('%d', first.x), '1'}
 end
 local sess = redis.call('HMGET', rec, 'expires_at', 'created_at')
 if issued then
   local fam = redis.call('HGET', rec, 'f:' .. fid)
   if not fam or not sess[1] then return {'ended'} end
   local f = decode_family(fam)
-  return {'ok', sess[1], sess[2], string.format('%d', f.e), refresh_mac(f, sid, fid, 0), ''}
+  return {'ok', sess[1], sess[2], string.format('%d', f.e), refresh_mac(f, sid, fid, 0), '', '0', '0'}
 end
 redis.call('HSET', code, 'issued', ARGV[1])
 redis.call('EXPIRE', code, ARGV[2])
@@ -40,13 +42,14 @@ for id, f in pairs(live) do
     oldest, oldest_fam = id, f
   end
 end
-local dropped = ''
+local dropped, ended = '', {'0', '0'}
 if count >= tonumber(ARGV[11]) then
-  end_family(rec, oldest, oldest_fam, now)
+  ended = end_family(rec, oldest, oldest_fam, now)
   dropped = oldest
 end
 local sess_exp = tonumber(sess[1])
 local fam = {c = ARGV[6], s = ARGV[7], g = 0, k = ARGV[9], e = math.min(tonumber(ARGV[8]), sess_exp),
   t = now, r = now, n = 1, x = math.min(tonumber(ARGV[10]), sess_exp), q = string.rep('0', 24), qn = 0}
 redis.call('HSET', rec, 'f:' .. fid, encode_family(fam))
-return {'ok', sess[1], sess[2], string.format('%d', fam.e), refresh_mac(fam, sid, fid, 0), dropped}
+return {'ok', sess[1], sess[2], string.format('%d', fam.e), refresh_mac(fam, sid, fid, 0), dropped, ended[1],
+  ended[2]}

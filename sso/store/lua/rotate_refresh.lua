@@ -5,7 +5,8 @@
 -- hand the same successor to a replay within the grace period, or end the family on reuse
 -- (RFC 9700 §4.14: any earlier generation whose MAC is valid was really issued and spent).
 -- {'ok'|'grace', user, scope, session expires_at, auth_time, last_active_at, claims, family expiry,
---  next generation, its MAC, jti} | {'reuse', user} | {'scope'} | {'invalid'}
+--  next generation, its MAC, jti} | {'reuse', user, latest exp of its access tokens, tokens minted}
+-- | {'scope'} | {'invalid'}
 local rec = KEYS[1]
 local sid, fid, gen, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
 local r = redis.call('HMGET', rec, 'f:' .. fid, 'user_id', 'expires_at', 'created_at', 'last_active_at', 'claims')
@@ -42,7 +43,7 @@ if gen == f.g - 1 then
   end
 end
 if gen < f.g then
-  end_family(rec, fid, f, now)
-  return {'reuse', r[2]}
+  local ended = end_family(rec, fid, f, now)
+  return {'reuse', r[2], ended[1], ended[2]}
 end
 return {'invalid'}
