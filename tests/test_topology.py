@@ -17,8 +17,10 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
+from app import create_app
 from config.settings import ConfigError, load_settings
 from sso.topology import RedisTarget, connect, node_for_key, parse_redis_url, primaries
+from tests.conftest import SERVICE_SECRET, make_settings
 from tests.topologies import Cluster, SentinelSet
 from tests.waiting import wait_for
 
@@ -186,6 +188,27 @@ def test_sentinel_master_that_does_not_exist_fails_closed(sentinel_set: Sentinel
         with pytest.raises(redis.ConnectionError, match="No master found"):
             client.ping()
     finally:
+        client.close()
+
+
+def test_app_runs_on_sentinel(sentinel_set: SentinelSet, prefix: str, key_pair: tuple[str, str]) -> None:
+    """create_app with a redis+sentinel:// URL: sessions are created and validated through the master."""
+    application = create_app(make_settings(sentinel_set.url, prefix, key_pair))
+    client = application.extensions["sso"].redis
+    try:
+        api = application.test_client()
+        headers = {"Authorization": f"Service {SERVICE_SECRET}"}
+        assert api.get("/_health").status_code == 200
+        created = api.post("/session/create", json={"user_id": "42"}, headers=headers)
+        assert created.status_code == 201
+        body = {"token_hash": created.get_json()["session_id_hash"]}
+        valid = api.post("/session/validate", json=body, headers=headers)
+        assert valid.get_json()["valid"] is True
+        with redis.Redis(port=sentinel_set.master_port(), decode_responses=True) as master:
+            assert list(master.scan_iter(match=f"{prefix}*"))
+    finally:
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
         client.close()
 
 
