@@ -8,10 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis
 from flask import Flask
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from config.settings import Settings, load_settings
 from sso.authorization import AuthorizationService
@@ -28,6 +25,7 @@ from sso.ratelimit import RateLimiter, limits_from
 from sso.sessions import SessionService
 from sso.store import RedisStore
 from sso.tokens import TokenService
+from sso.store.topology import Client, connect, parse_redis_url
 from sso.views import browser, meta, oauth, session
 from sso.worker import BackgroundWorker
 
@@ -40,7 +38,7 @@ class Services:
     """Per-app collaborators, kept in ``app.extensions['sso']``."""
 
     settings: Settings
-    redis: redis.Redis
+    redis: Client
     store: RedisStore
     keys: KeySet
     worker: BackgroundWorker
@@ -56,28 +54,16 @@ class Services:
     clock: Callable[[], float]
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A pooled client with short timeouts, so a dead Redis fails fast and closed."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=REDIS_TIMEOUT,
-        socket_connect_timeout=REDIS_TIMEOUT,
-        # One retry, on a broken connection (a pooled socket to a Redis that has
-        # restarted) or a timeout. A timed-out script may still run, so the
-        # retried one can be its second run: rotation and code redemption are
-        # idempotent per request (same jti / marker), so the retry gets the
-        # same answer instead of looking like token reuse (tests/test_faults.py).
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
-    )
+def redis_client(url: str) -> Client:
+    """A pooled client with short timeouts, so a dead Redis fails fast and closed (sso/store/topology.py)."""
+    return connect(parse_redis_url(url), timeout=REDIS_TIMEOUT)
 
 
 def create_app(
     settings: Settings | None = None,
     *,
     clock: Callable[[], float] = time.time,
-    redis_connection: redis.Redis | None = None,
+    redis_connection: Client | None = None,
 ) -> Flask:
     """Build the Flask app; settings default to the process environment."""
     settings = settings or load_settings(os.environ)
@@ -86,7 +72,13 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     client = redis_connection or redis_client(settings.redis_url)
-    store = RedisStore(client, settings.redis_prefix, max_sessions_per_user=settings.max_sessions_per_user)
+    target = parse_redis_url(settings.redis_url)
+    store = RedisStore(
+        client,
+        settings.redis_prefix,
+        wait_for_replica=target.has_replicas,
+        max_sessions_per_user=settings.max_sessions_per_user,
+    )
     worker = BackgroundWorker(store, interval=settings.activity_update_interval, clock=clock)
     keys = KeySet(settings.jwt_private_key, [settings.jwt_public_key])
     sessions = SessionService(store, worker, ttl=settings.session_ttl, clock=clock)

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+from sso.store.topology import parse_redis_url
+
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
 PREFIX_RE = re.compile(r"^[A-Za-z0-9:_.-]{0,32}$")
 
@@ -183,8 +184,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         raise ConfigError("SSO_PORT", f"must be at most 65535, got {port}")
 
     redis_url = env.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
-    if urlsplit(redis_url).scheme not in REDIS_SCHEMES:
-        raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
+    try:
+        parse_redis_url(redis_url)
+    except ValueError as exc:  # the message names no secret (sso/store/topology.py)
+        raise ConfigError("REDIS_URL", str(exc)) from None
 
     issuer = _http_url("SSO_ISSUER", env.get("SSO_ISSUER", "").strip() or "http://localhost:8090")
     if urlsplit(issuer).query:

@@ -3,6 +3,9 @@
 The suite starts its own redis-server on a free port; only where no binary
 exists does it use TEST_REDIS_URL. Every test gets a unique key prefix and
 deletes only the keys under it, so it never touches data it did not create.
+``sentinel_set`` and ``redis_cluster`` are shared real topologies started once
+per session (tests/topologies.py); tests that fail one over take a private
+one from ``new_sentinel_set`` / ``new_cluster`` instead.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,7 +26,8 @@ from app import create_app
 from config.keygen import generate_key_pair
 from config.settings import Settings
 from sso.store import Keys
-from tests.redis_server import RedisServer, has_redis_server
+from tests.redis_server import RedisServer, has_redis_server, redis_server_binary
+from tests.topologies import Cluster, SentinelSet, factory, started
 
 SERVICE_SECRET = "test-service-secret-0123456789abcdef"
 OTHER_SECRET = "rotated-service-secret-abcdef-0123456"
@@ -266,3 +270,41 @@ class OAuth:
 @pytest.fixture
 def oauth(client: FlaskClient, api: Api) -> OAuth:
     return OAuth(client, api)
+
+
+def _need_server_binary() -> None:
+    if redis_server_binary() is None:
+        pytest.skip("no redis-server binary: Sentinel and Cluster tests start their own nodes with it")
+
+
+@pytest.fixture(scope="session")
+def sentinel_set() -> Iterator[SentinelSet]:
+    """A master, a replica and three sentinels for the whole session; never fail it over."""
+    _need_server_binary()
+    # slow to declare the master down, so a loaded machine does not trigger a failover
+    with started(lambda: SentinelSet(down_after_ms=5000)) as topology:
+        yield topology
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """Three primaries with a replica each for the whole session; never fail it over."""
+    _need_server_binary()
+    with started(lambda: Cluster(node_timeout_ms=5000)) as topology:
+        yield topology
+
+
+@pytest.fixture
+def new_sentinel_set() -> Iterator[Callable[[], SentinelSet]]:
+    """Starts a private Sentinel set per call, for tests that fail it over; all go at teardown."""
+    _need_server_binary()
+    with factory(SentinelSet) as new:
+        yield new
+
+
+@pytest.fixture
+def new_cluster() -> Iterator[Callable[[], Cluster]]:
+    """Starts a private cluster per call, for tests that fail it over; all go at teardown."""
+    _need_server_binary()
+    with factory(Cluster) as new:
+        yield new

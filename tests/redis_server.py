@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Sequence
 
 import redis
 from redis.backoff import NoBackoff
@@ -27,15 +28,24 @@ class RedisServer:
     No persistence by default, so a restart comes back empty. ``aof=True`` writes an
     append-only file fsynced before every reply, so a SIGKILL loses nothing acknowledged
     and a restart reloads exactly what was written; ``debug=True`` allows ``DEBUG SLEEP``
-    from loopback clients (Redis 7 refuses DEBUG by default).
+    from loopback clients (Redis 7 refuses DEBUG by default). ``extra_args`` are appended
+    to the command line (cluster mode, ``--replicaof``: tests/topologies.py).
     """
 
-    def __init__(self, port: int | None = None, *, aof: bool = False, debug: bool = False) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        aof: bool = False,
+        debug: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="sso-test-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
         self.aof = aof
         self.debug = debug
+        self.extra_args = tuple(extra_args)
 
     @property
     def url(self) -> str:
@@ -65,6 +75,7 @@ class RedisServer:
                 "--loglevel",
                 "warning",
                 *(["--enable-debug-command", "local"] if self.debug else []),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

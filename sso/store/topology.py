@@ -1,0 +1,384 @@
+"""Which Redis deployment REDIS_URL names, and the client that talks to it.
+
+SPEC.md "Redis topologies": one server (``redis://``, ``rediss://``, ``unix://``),
+Sentinel (``redis+sentinel://[[user]:password@]host:port[,host:port…]/<master>[/db]``,
+``rediss+sentinel://`` with TLS) or Cluster
+(``redis+cluster://[[user]:password@]host:port[,host:port…]``, ``rediss+cluster://``).
+
+Decisions, so operators can rely on them:
+
+- The credentials in the URL are those of the data nodes (master, replicas,
+  cluster nodes). Sentinels are separate processes that are often run without
+  a password, and sending AUTH to a sentinel that has none fails, so they get
+  their own optional query parameters: ``?sentinel_password=…`` (and
+  ``sentinel_username=…``). Without them the sentinels are asked without AUTH.
+- TLS (``rediss+…``) applies to every connection, sentinels included;
+  ``?ssl_ca_certs=/path.pem`` names a CA bundle other than the system's.
+- Ports default to 26379 for sentinels and 6379 for cluster seeds.
+- A cluster has only database 0, so a cluster URL carries no path other than
+  ``/`` or ``/0``; a sentinel URL must name its master.
+- Every parse error is a ``ValueError`` whose text never contains the
+  password (settings turn it into a ConfigError for REDIS_URL), and
+  ``RedisTarget.describe()`` is the only form of the target that goes to logs.
+
+Following a failover is redis-py's job, configured here: a sentinel-managed
+connection asks the sentinels for the master on every (re)connect and turns a
+demoted master's ``READONLY`` answer into a disconnect plus ConnectionError,
+which the one retry below turns into a reconnect to the new master; the
+cluster client re-reads the slot map after a connection error, ``MOVED`` or
+``CLUSTERDOWN``. tests/test_topology.py checks both against real servers.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import SSLConnection
+from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool, SentinelManagedConnection
+
+Kind = Literal["single", "sentinel", "cluster"]
+Client = redis.Redis | RedisCluster
+
+SINGLE_SCHEMES = ("redis", "rediss", "unix")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SENTINEL_PORT = 26379
+CLUSTER_PORT = 6379
+QUERY_PARAMETERS = {
+    "sentinel": ("sentinel_username", "sentinel_password", "ssl_ca_certs"),
+    "cluster": ("ssl_ca_certs",),
+}
+HOST_RE = re.compile(r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>[^:]*))?$")
+SCHEMES_HELP = (
+    "redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://"
+)
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A parsed REDIS_URL: what to connect to, with which credentials."""
+
+    kind: Kind
+    hosts: tuple[tuple[str, int], ...]
+    db: int = 0
+    master_name: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    # single only: the URL itself, handed to redis-py's from_url unchanged
+    url: str | None = field(default=None, repr=False)
+    unix_path: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    ssl_ca_certs: str | None = None
+
+    @property
+    def has_replicas(self) -> bool:
+        """Whether writes are copied to replicas, so WAIT can make them survive a failover."""
+        return self.kind != "single"
+
+    def describe(self) -> str:
+        """One line for logs and health output; never a password."""
+        hosts = ",".join(_host_port(host, port) for host, port in self.hosts)
+        if self.kind == "sentinel":
+            text = f"sentinel master {self.master_name!r} via {hosts} db {self.db}"
+        elif self.kind == "cluster":
+            text = f"cluster via {hosts}"
+        elif self.unix_path is not None:
+            text = f"redis unix socket {self.unix_path} db {self.db}"
+        else:
+            text = f"redis {hosts} db {self.db}"
+        if self.username:
+            text += f", user {self.username!r}"
+        return text + (", tls" if self.tls else "")
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Parse REDIS_URL, or raise ValueError with a message that names no secret."""
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ValueError(f"must start with {SCHEMES_HELP}")
+    if scheme in SINGLE_SCHEMES:
+        return _parse_single(url, scheme)
+    if scheme in SENTINEL_SCHEMES or scheme in CLUSTER_SCHEMES:
+        return _parse_multi(scheme, rest)
+    raise ValueError(f"must start with {SCHEMES_HELP}")
+
+
+def _parse_single(url: str, scheme: str) -> RedisTarget:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    query = parse_qs(parts.query)
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError("unix:// needs a socket path, e.g. unix:///run/redis.sock?db=0")
+        return RedisTarget(
+            kind="single",
+            hosts=(),
+            db=_db(query.get("db", ["0"])[-1]),
+            username=username,
+            password=password,
+            url=url,
+            unix_path=parts.path,
+        )
+    if not parts.hostname:
+        raise ValueError(f"{scheme}:// needs a host, e.g. {scheme}://127.0.0.1:6379/0")
+    path = parts.path.strip("/")
+    db = _db(query["db"][-1] if "db" in query else path or "0")
+    return RedisTarget(
+        kind="single",
+        hosts=((parts.hostname, port or 6379),),
+        db=db,
+        username=username,
+        password=password,
+        tls=scheme == "rediss",
+        url=url,
+    )
+
+
+def _parse_multi(scheme: str, rest: str) -> RedisTarget:
+    kind: Kind = "sentinel" if scheme.endswith("+sentinel") else "cluster"
+    location, _, query_string = rest.partition("?")
+    if "#" in location or "#" in query_string:
+        raise ValueError("must not carry a fragment")
+    netloc, slash, path = location.partition("/")
+    userinfo, at, hostlist = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+        if not colon and user:  # redis-py's convention: a lone userinfo is the password
+            username, password = None, unquote(user)
+    default_port = SENTINEL_PORT if kind == "sentinel" else CLUSTER_PORT
+    hosts = tuple(_host(item.strip(), default_port) for item in hostlist.split(","))
+    options = _query(kind, query_string)
+    if kind == "cluster":
+        if path.strip("/") not in ("", "0"):
+            raise ValueError("a cluster has only database 0: drop the path or use /0")
+        master_name, db = None, 0
+    else:
+        name, _, db_text = unquote(path).partition("/")
+        if not slash or not name:
+            raise ValueError(
+                "a sentinel URL must name the master: redis+sentinel://host:port[,host:port]/<master>[/db]"
+            )
+        master_name, db = name, _db(db_text.strip("/") or "0")
+    return RedisTarget(
+        kind=kind,
+        hosts=hosts,
+        db=db,
+        master_name=master_name,
+        username=username,
+        password=password,
+        tls=scheme.startswith("rediss"),
+        sentinel_username=options.get("sentinel_username"),
+        sentinel_password=options.get("sentinel_password"),
+        ssl_ca_certs=options.get("ssl_ca_certs"),
+    )
+
+
+def _host(item: str, default_port: int) -> tuple[str, int]:
+    match = HOST_RE.fullmatch(item)
+    if not item or not match:
+        raise ValueError("needs host:port pairs separated by commas, e.g. 10.0.0.1:26379,10.0.0.2:26379")
+    host = match["ipv6"] or match["name"]
+    port_text = match["port"]
+    if port_text is None or port_text == "":
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"has an invalid port {port_text!r} for host {host!r}")
+    return host, int(port_text)
+
+
+def _query(kind: Kind, query_string: str) -> dict[str, str]:
+    try:
+        query = parse_qs(query_string, keep_blank_values=True, strict_parsing=bool(query_string))
+    except ValueError:
+        raise ValueError("has a malformed query string") from None
+    allowed = QUERY_PARAMETERS[kind]
+    for name, values in query.items():
+        if name not in allowed:
+            raise ValueError(f"unknown query parameter {name!r} for {kind} (allowed: {', '.join(allowed)})")
+        if len(values) != 1:
+            raise ValueError(f"query parameter {name!r} is repeated")
+    return {name: values[0] for name, values in query.items()}
+
+
+def _db(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"the database must be a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class FollowingSentinelConnection(SentinelManagedConnection):
+    """A master connection that asks the sentinels for the address on *every* (re)connect.
+
+    redis-py 8.1.0's SentinelManagedConnection turns a demoted master's
+    READONLY into a disconnect plus ConnectionError, but the retry then
+    reconnects through ``connect_check_health()``, which it does not override:
+    the retried command goes back to the old address and fails again (READONLY
+    from a demoted master, refused from a dead one). Resolving the master
+    there makes the one retry land on the new master.
+    """
+
+    def connect(self) -> None:
+        # the base class resolves in _connect_retry and then again below; once is enough
+        self.retry.call_with_retry(
+            lambda: self.connect_check_health(check_health=self.connection_pool.check_connection),
+            lambda error: None,
+        )
+
+    def connect_to(self, address: tuple[str, int]) -> None:
+        """Connect to exactly ``address`` (redis-py's meaning), without asking the sentinels."""
+        self.host, self.port = address
+        super().connect_check_health(check_health=self.connection_pool.check_connection, retry_socket_connect=False)
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if not self._sock:
+            self.host, self.port = self.connection_pool.get_master_address()
+        super().connect_check_health(check_health=check_health, retry_socket_connect=False)
+
+
+class FollowingSentinelSSLConnection(FollowingSentinelConnection, SSLConnection):
+    """The same over TLS."""
+
+
+class FollowingSentinelPool(SentinelConnectionPool):
+    """A sentinel pool that re-asks the sentinels for the master at most once a ``recheck`` interval.
+
+    redis-py asks only when it opens a connection. After a planned failover
+    (SENTINEL FAILOVER) the old master stays a writable master until the
+    sentinels reconfigure it, about 10 s later, so pooled connections would go
+    on writing to it, and those writes are lost when it resyncs. Re-asking on
+    checkout closes the idle connections to a replaced master (redis-py's
+    ``get_master_address`` does that when the address changed); connections in
+    use are dropped when released. If no sentinel answers, the pool keeps its
+    connections and waits longer before asking again, so a sentinel outage does
+    not slow every request.
+    """
+
+    recheck = 1.0
+    backoff = 5.0
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        tls = kwargs.get("ssl", False)
+        kwargs["connection_class"] = FollowingSentinelSSLConnection if tls else FollowingSentinelConnection
+        super().__init__(service_name, sentinel_manager, **kwargs)
+        self.next_check = 0.0
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now >= self.next_check and self.master_address is not None:
+            self.next_check = now + self.recheck
+            try:
+                self.get_master_address()
+            except MasterNotFoundError:
+                self.next_check = now + self.backoff
+        return super().get_connection(*args, **kwargs)
+
+
+def _retry() -> Retry:
+    # One retry, on a broken connection (a pooled socket to a Redis that has
+    # restarted or been demoted) or a timeout. A timed-out script may still
+    # run, so the retried one can be its second run: rotation and code
+    # redemption are idempotent per request (same jti / marker), so the retry
+    # gets the same answer instead of looking like token reuse
+    # (tests/test_faults.py).
+    return Retry(NoBackoff(), 1)
+
+
+def connect(target: RedisTarget, *, timeout: float) -> Client:
+    """A pooled client with short timeouts that fails fast and closed, and follows failovers.
+
+    Nothing is contacted here except for a cluster, whose client reads the
+    slot map from a seed as it is built (and raises if no seed answers).
+    """
+    common: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
+    # a PING before reusing a connection idle for 30 s (the cluster client has no such option)
+    checked = {"health_check_interval": 30}
+    tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": target.ssl_ca_certs} if target.tls else {}
+    if target.kind == "single":
+        assert target.url is not None
+        return redis.Redis.from_url(target.url, retry=_retry(), **common, **checked)
+    if target.kind == "sentinel":
+        assert target.master_name is not None
+        sentinel = Sentinel(
+            list(target.hosts),
+            sentinel_kwargs={
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                "username": target.sentinel_username,
+                "password": target.sentinel_password,
+                "retry": Retry(NoBackoff(), 0),  # the next sentinel in the list is the retry
+                **tls,
+            },
+        )
+        return sentinel.master_for(
+            target.master_name,
+            connection_pool_class=FollowingSentinelPool,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            retry=_retry(),
+            **tls,
+            **common,
+            **checked,
+        )
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+        username=target.username,
+        password=target.password,
+        # the cluster client retries itself, re-reading the slot map first;
+        # node connections get no retries of their own
+        retry=_retry(),
+        **tls,
+        **common,
+    )
+
+
+def primaries(client: Client) -> list[redis.Redis]:
+    """One plain client per primary (for per-node SCAN, pipelines, WAIT), or ``[client]``.
+
+    The node clients share the cluster client's pools and make no retries; ask
+    again after a failover, since the set of primaries changes.
+    """
+    if isinstance(client, RedisCluster):
+        return [client.get_redis_connection(node) for node in client.get_primaries()]
+    return [client]
+
+
+def node_for_key(client: Client, key: str) -> redis.Redis:
+    """The plain client of the primary serving ``key``'s slot, or ``client`` itself.
+
+    WAIT counts the replicas that acknowledged the writes of *its own
+    connection*, so a script and its WAIT must share one connection: a
+    ``pipeline(transaction=False)`` on this client. The cluster client itself
+    would send WAIT to its default node, not to the key's. This client does
+    not follow MOVED: after a failover, ask again.
+    """
+    if isinstance(client, RedisCluster):
+        return client.get_redis_connection(client.get_node_from_key(key))
+    return client
