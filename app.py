@@ -24,8 +24,8 @@ from sso.openapi import openapi_json
 from sso.ratelimit import RateLimiter, limits_from
 from sso.sessions import SessionService
 from sso.store import RedisStore
-from sso.tokens import TokenService
 from sso.store.topology import Client, connect, parse_redis_url
+from sso.tokens import TokenService
 from sso.views import browser, meta, oauth, session
 from sso.worker import BackgroundWorker
 
