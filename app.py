@@ -88,7 +88,7 @@ def create_app(
     client = redis_connection or redis_client(settings.redis_url)
     store = RedisStore(client, settings.redis_prefix)
     worker = BackgroundWorker(store, interval=settings.activity_update_interval, clock=clock)
-    keys = KeySet(settings.jwt_private_key, [settings.jwt_public_key])
+    keys = KeySet(settings.jwt_private_key, [settings.jwt_public_key, *settings.jwt_extra_public_keys])
     sessions = SessionService(store, worker, ttl=settings.session_ttl, clock=clock)
     clients = ClientRegistry(settings.clients, settings.allowed_redirect_uris)
     tokens = TokenService(keys, store, settings, clock)
