@@ -132,6 +132,12 @@ class SessionService:
         live = [s for s in sessions if s.expires_at > now]
         return sorted(live, key=lambda s: (s.last_active_at, s.created_at), reverse=True)
 
+    def statuses(self, sids: Sequence[str]) -> dict[str, bool]:
+        """Which sessions are live, for an API instance resynchronising after missed
+        events; records no activity (it is not a use of the session)."""
+        unique = list(dict.fromkeys(sids))
+        return dict(zip(unique, self.store.sessions_alive(unique, int(self.clock())), strict=True))
+
     def invalidate(self, user_id: str, sids: Sequence[str]) -> list[str]:
         ended = self.store.invalidate(user_id, dict.fromkeys(sids)) if sids else []
         if ended:

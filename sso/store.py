@@ -641,3 +641,20 @@ class RedisStore:
     def count_failure(self, limit: str, window: int, address: str, ttl: int) -> int:
         """Add one failure to a fixed window's counter (created with its TTL); the new count."""
         return int(self._count_failure(keys=[self.rate_key(limit, window, address)], args=[max(1, ttl)]))
+
+    def sessions_alive(self, sids: list[str], now: int) -> list[bool]:
+        """Whether each session is live at ``now``, in order; reads only, writes nothing.
+
+        Two pipelined round trips for the whole batch: the ``sid:`` pointers give
+        the users, then one HGET of ``expires_at`` per record that has one.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in sids:
+            pipe.get(self.pointer_key(sid))
+        users = pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for sid, user in zip(sids, users, strict=True):
+            if user is not None:
+                pipe.hget(self.session_key(user, sid), "expires_at")
+        expiries = iter(pipe.execute())
+        return [user is not None and int(next(expiries) or 0) > now for user in users]

@@ -94,6 +94,7 @@ def test_service_endpoints_require_the_secret(client, headers, redis, prefix):
         ("get", "/session/list/42"),
         ("post", "/session/invalidate"),
         ("post", "/session/invalidate-all"),
+        ("post", "/session/status"),
     ]:
         response = getattr(client, method)(path, json={"user_id": "42"}, headers=headers)
         assert response.status_code == 401, path

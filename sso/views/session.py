@@ -13,6 +13,7 @@ from sso.schemas import (
     CreateSessionSchema,
     InvalidateAllSchema,
     InvalidateSchema,
+    SessionStatusSchema,
     UserIdSchema,
     ValidateSessionSchema,
 )
@@ -67,6 +68,14 @@ def list_sessions(user_id: str) -> Response:
     note_user(user_id)
     sessions = services().sessions.list_for_user(user_id)
     return no_store(jsonify(sessions=[s.to_json() for s in sessions]))
+
+
+@bp.post("/status")
+@require_service
+@use_schema(SessionStatusSchema)
+def status(data: dict[str, Any]) -> Response:
+    """Liveness of up to 100 sessions; no activity, no rate-limit counting (SPEC.md, Endpoints)."""
+    return no_store(jsonify(sessions=services().sessions.statuses(data["session_id_hashes"])))
 
 
 @bp.post("/invalidate")
