@@ -86,7 +86,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     client = redis_connection or redis_client(settings.redis_url)
-    store = RedisStore(client, settings.redis_prefix)
+    store = RedisStore(client, settings.redis_prefix, event_log_retention=settings.event_log_retention)
     worker = BackgroundWorker(store, interval=settings.activity_update_interval, clock=clock)
     keys = KeySet(settings.jwt_private_key, [settings.jwt_public_key, *settings.jwt_extra_public_keys])
     sessions = SessionService(store, worker, ttl=settings.session_ttl, clock=clock)

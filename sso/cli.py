@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from config.keygen import env_lines, generate_key_pair
 from config.settings import ConfigError, Settings, load_settings
+from sso import events
 from sso.tokens import signed_token_lifetimes
 
 sso = AppGroup("sso", help="Fluxer SSO operator commands.")
@@ -113,7 +114,7 @@ def list_sessions(user_id: str) -> None:
 def end_session(user_id: str, session_id_hashes: tuple[str, ...]) -> None:
     """End sessions of a user by session_id_hash; publishes session-invalidated."""
     svc = _services()
-    ended = svc.sessions.invalidate(user_id, list(session_id_hashes))
+    ended = svc.sessions.invalidate(user_id, list(session_id_hashes), reason=events.ADMIN)
     flushed = svc.worker.flush()
     click.echo(json.dumps({"invalidated": ended, "events_published": flushed}))
 

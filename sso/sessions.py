@@ -138,11 +138,13 @@ class SessionService:
         unique = list(dict.fromkeys(sids))
         return dict(zip(unique, self.store.sessions_alive(unique, int(self.clock())), strict=True))
 
-    def invalidate(self, user_id: str, sids: Sequence[str]) -> list[str]:
+    def invalidate(self, user_id: str, sids: Sequence[str], *, reason: str) -> list[str]:
+        """End the listed sessions; ``reason`` (events.INVALIDATION_REASONS) goes into the event."""
         ended = self.store.invalidate(user_id, dict.fromkeys(sids)) if sids else []
         if ended:
             metrics.SESSIONS_INVALIDATED.inc(len(ended))
-            self.worker.publish(events.envelope(events.SESSION_INVALIDATED, user_id, ended, self.clock()))
+            message = events.envelope(events.SESSION_INVALIDATED, user_id, ended, self.clock(), reason=reason)
+            self.worker.publish(message)
         return ended
 
     def invalidate_all(self, user_id: str, keep: Sequence[str] = ()) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from marshmallow import ValidationError
 
-from sso import errors, ratelimit
+from sso import errors, events, ratelimit
 from sso.http import count_failure, no_store, note_user, rate_limited, require_service, services, use_schema
 from sso.schemas import (
     CreateSessionSchema,
@@ -83,7 +83,7 @@ def status(data: dict[str, Any]) -> Response:
 @use_schema(InvalidateSchema)
 def invalidate(data: dict[str, Any]) -> Response:
     note_user(data["user_id"])
-    ended = services().sessions.invalidate(data["user_id"], data["session_id_hashes"])
+    ended = services().sessions.invalidate(data["user_id"], data["session_id_hashes"], reason=events.INVALIDATED)
     return no_store(jsonify(invalidated=ended))
 
 
