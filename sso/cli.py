@@ -23,6 +23,8 @@ from sso import events
 from sso.tokens import signed_token_lifetimes
 
 sso = AppGroup("sso", help="Fluxer SSO operator commands.")
+# A session_id_hash or user id may begin with "-": taken as an argument, not an unknown option.
+ARGUMENTS_MAY_START_WITH_DASH = {"ignore_unknown_options": True}
 
 
 def _services():  # type: ignore[no-untyped-def]
@@ -100,7 +102,7 @@ def check_config() -> None:
     click.echo("redis OK")
 
 
-@sso.command("sessions")
+@sso.command("sessions", context_settings=ARGUMENTS_MAY_START_WITH_DASH)
 @click.argument("user_id")
 def list_sessions(user_id: str) -> None:
     """List a user's live sessions, most recently active first (JSON lines)."""
@@ -108,7 +110,7 @@ def list_sessions(user_id: str) -> None:
         click.echo(json.dumps(session.to_json()))
 
 
-@sso.command("end-session")
+@sso.command("end-session", context_settings=ARGUMENTS_MAY_START_WITH_DASH)
 @click.argument("user_id")
 @click.argument("session_id_hashes", nargs=-1, required=True)
 def end_session(user_id: str, session_id_hashes: tuple[str, ...]) -> None:
@@ -119,7 +121,7 @@ def end_session(user_id: str, session_id_hashes: tuple[str, ...]) -> None:
     click.echo(json.dumps({"invalidated": ended, "events_published": flushed}))
 
 
-@sso.command("end-all")
+@sso.command("end-all", context_settings=ARGUMENTS_MAY_START_WITH_DASH)
 @click.argument("user_id")
 @click.option("--except", "keep", multiple=True, help="A session_id_hash to keep (repeatable).")
 def end_all(user_id: str, keep: tuple[str, ...]) -> None:

@@ -103,16 +103,17 @@ def test_logout_reasons_and_global_logout(api, client, oauth, published):
 
 
 def test_operator_cli_reason_is_admin(app, api, published):
-    """`sso end-session` publishes reason admin; `sso end-all` a global-logout."""
-    a, b = api.create("42"), api.create("42")
+    """`sso end-session` publishes reason admin, even for a hash that begins with "-"; `sso end-all` a global-logout."""
+    a, b = api.create("-42"), api.create("-42")
     published()
     runner = app.test_cli_runner()
-    result = runner.invoke(args=["sso", "end-session", "42", "--", a["session_id_hash"]])
+    dashed = "-" + a["session_id_hash"][1:]  # a valid hash shape; the CLI must not read it as an option
+    result = runner.invoke(args=["sso", "end-session", "-42", dashed, a["session_id_hash"]])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"invalidated": [a["session_id_hash"]], "events_published": True}
     (event,) = published()
-    assert (event["type"], event["reason"], event["user_id"]) == ("session-invalidated", "admin", "42")
-    result = runner.invoke(args=["sso", "end-all", "42"])
+    assert (event["type"], event["reason"], event["user_id"]) == ("session-invalidated", "admin", "-42")
+    result = runner.invoke(args=["sso", "end-all", "-42"])
     assert json.loads(result.output)["invalidated"] == [b["session_id_hash"]]
     (event,) = published()
     assert event["type"] == "global-logout"
