@@ -78,9 +78,10 @@ def create_app(
         settings.redis_prefix,
         wait_for_replica=target.has_replicas,
         max_sessions_per_user=settings.max_sessions_per_user,
+        event_log_retention=settings.event_log_retention,
     )
     worker = BackgroundWorker(store, interval=settings.activity_update_interval, clock=clock)
-    keys = KeySet(settings.jwt_private_key, [settings.jwt_public_key])
+    keys = KeySet(settings.jwt_private_key, [settings.jwt_public_key, *settings.jwt_extra_public_keys])
     sessions = SessionService(store, worker, ttl=settings.session_ttl, clock=clock)
     clients = ClientRegistry(settings.clients, settings.allowed_redirect_uris)
     tokens = TokenService(keys, store, settings, clock)

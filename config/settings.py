@@ -19,6 +19,8 @@ from sso.store.topology import parse_redis_url
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
 PREFIX_RE = re.compile(r"^[A-Za-z0-9:_.-]{0,32}$")
+PEM_BLOCK_RE = re.compile(r"-----BEGIN ([A-Z ]+)-----\s.*?-----END \1-----", re.DOTALL)
+MIN_RSA_BITS = 2048
 
 
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
@@ -69,6 +71,10 @@ class Settings:
     redis_prefix: str = "sso:"
     access_token_audience: str = "fluxer-api"
     max_sessions_per_user: int = 100
+    # Further public keys published in the JWKS and accepted for verification (key rotation).
+    jwt_extra_public_keys: tuple[str, ...] = field(default=(), repr=False)
+    jwks_max_age: int = 300
+    event_log_retention: int = 86400
     # Failures counted per client address (sso/ratelimit.py); None switches a limit off.
     rate_limit_service_auth_failures: RateLimit | None = RateLimit(20, 60)
     rate_limit_token_failures: RateLimit | None = RateLimit(60, 60)
@@ -157,6 +163,34 @@ def _public_key(pem: str) -> rsa.RSAPublicKey:
     return key
 
 
+def _extra_public_keys(env: Mapping[str, str], signing: rsa.RSAPublicKey) -> tuple[str, ...]:
+    """Zero or more concatenated PEM blocks; each RSA of at least 2048 bits, none repeated.
+
+    The signing key's own public key is refused rather than ignored: it is the
+    mistake of switching the signing key without moving the old public key here,
+    which would silently refuse every token the old key signed.
+    """
+    name = "SSO_JWT_EXTRA_PUBLIC_KEYS"
+    raw = env.get(name, "").strip().replace("\\n", "\n")
+    blocks = [match.group(0) for match in PEM_BLOCK_RE.finditer(raw)]
+    if PEM_BLOCK_RE.sub("", raw).strip():
+        raise ConfigError(name, "must hold only PEM public key blocks (-----BEGIN PUBLIC KEY----- ...)")
+    seen = [signing.public_numbers()]
+    for number, block in enumerate(blocks, 1):
+        try:
+            key = serialization.load_pem_public_key(block.encode())
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(name, f"key {number} is not a readable PEM public key") from exc
+        if not isinstance(key, rsa.RSAPublicKey) or key.key_size < MIN_RSA_BITS:
+            raise ConfigError(name, f"key {number} must be an RSA key of at least {MIN_RSA_BITS} bits")
+        if key.public_numbers() == seen[0]:
+            raise ConfigError(name, f"key {number} is the signing key itself; list the previous or next key here")
+        if key.public_numbers() in seen:
+            raise ConfigError(name, f"key {number} is listed twice")
+        seen.append(key.public_numbers())
+    return tuple(block + "\n" for block in blocks)
+
+
 def _pem(env: Mapping[str, str], name: str) -> str:
     # .env files and container runtimes often carry PEMs on one line with "\n".
     value = env.get(name, "").strip().replace("\\n", "\n")
@@ -172,6 +206,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     private_key = _private_key(private_pem)
     if private_key.public_key().public_numbers() != _public_key(public_pem).public_numbers():
         raise ConfigError("SSO_JWT_PUBLIC_KEY", "does not match SSO_JWT_PRIVATE_KEY")
+    extra_public_keys = _extra_public_keys(env, private_key.public_key())
 
     secrets = _list(env, "SSO_SERVICE_SECRET")
     if not secrets:
@@ -239,6 +274,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         redis_prefix=prefix,
         access_token_audience=audience,
         max_sessions_per_user=_int(env, "SSO_MAX_SESSIONS_PER_USER", 100, minimum=1),
+        jwt_extra_public_keys=extra_public_keys,
+        jwks_max_age=_int(env, "SSO_JWKS_MAX_AGE", 300),
+        event_log_retention=_int(env, "SSO_EVENT_LOG_RETENTION", 86400, minimum=60),
         rate_limit_service_auth_failures=_rate(
             env, "SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES", Settings.rate_limit_service_auth_failures
         ),

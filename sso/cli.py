@@ -17,10 +17,14 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from redis.exceptions import RedisError
 
-from config.keygen import env_lines
-from config.settings import ConfigError, load_settings
+from config.keygen import env_lines, generate_key_pair
+from config.settings import ConfigError, Settings, load_settings
+from sso import events
+from sso.tokens import signed_token_lifetimes
 
 sso = AppGroup("sso", help="Fluxer SSO operator commands.")
+# A session_id_hash or user id may begin with "-": taken as an argument, not an unknown option.
+ARGUMENTS_MAY_START_WITH_DASH = {"ignore_unknown_options": True}
 
 
 def _services():  # type: ignore[no-untyped-def]
@@ -41,6 +45,45 @@ def keys() -> None:
     click.echo(env_lines(), nl=False)
 
 
+def _env_value(pems: list[str]) -> str:
+    """PEM blocks as one quoted .env value with \\n escapes, as `sso keys` writes them."""
+    return '"' + "\\n".join(pem.strip().replace("\n", "\\n") for pem in pems) + '"'
+
+
+def rotation_plan(settings: Settings, new_private: str, new_public: str) -> str:
+    """The signing-key rotation as .env lines and comments, wait times from ``settings``."""
+    old_public, earlier = settings.jwt_public_key, list(settings.jwt_extra_public_keys)
+    lifetimes = signed_token_lifetimes(settings)
+    longest = max(lifetimes.values())
+    signed = ", ".join(f"{kind} {seconds} s" for kind, seconds in lifetimes.items())
+    lines = [
+        "# Signing key rotation, without a flag day (README: Rotating the signing key).",
+        "# Step 1. Publish the next key: keep SSO_JWT_PRIVATE_KEY and SSO_JWT_PUBLIC_KEY as they are,",
+        "# set this line, and reload every instance:",
+        f"SSO_JWT_EXTRA_PUBLIC_KEYS={_env_value([new_public, *earlier])}",
+        f"# Step 2. Wait at least {settings.jwks_max_age} s (SSO_JWKS_MAX_AGE) after the last instance",
+        "# reloaded: every JWKS an API instance has cached then holds the next key.",
+        "# Step 3. Switch the signing key, keep the old public key published, reload every instance:",
+        f"SSO_JWT_PRIVATE_KEY={_env_value([new_private])}",
+        f"SSO_JWT_PUBLIC_KEY={_env_value([new_public])}",
+        f"SSO_JWT_EXTRA_PUBLIC_KEYS={_env_value([old_public, *earlier])}",
+        f"# Step 4. Wait at least {longest} s after the last instance reloaded: the longest token the old",
+        f"# key signed ({signed}). Then drop the old key and reload:",
+        f"SSO_JWT_EXTRA_PUBLIC_KEYS={_env_value(earlier) if earlier else ''}",
+        "# After step 4 an id_token_hint the old key signed is refused at GET /logout (POST /logout",
+        "# needs no hint). Refresh tokens are not JWTs and keep working throughout.",
+    ]
+    if earlier:
+        lines.append("# The extra keys configured today are kept in every step; drop each once its own wait is over.")
+    return "\n".join(lines) + "\n"
+
+
+@sso.command("rotate-keys")
+def rotate_keys() -> None:
+    """Print a fresh key pair and the rotation steps, with waits from this configuration."""
+    click.echo(rotation_plan(_services().settings, *generate_key_pair()), nl=False)
+
+
 @sso.command("check-config")
 def check_config() -> None:
     """Validate the configuration and reach Redis, without starting the service."""
@@ -59,7 +102,7 @@ def check_config() -> None:
     click.echo("redis OK")
 
 
-@sso.command("sessions")
+@sso.command("sessions", context_settings=ARGUMENTS_MAY_START_WITH_DASH)
 @click.argument("user_id")
 def list_sessions(user_id: str) -> None:
     """List a user's live sessions, most recently active first (JSON lines)."""
@@ -67,18 +110,18 @@ def list_sessions(user_id: str) -> None:
         click.echo(json.dumps(session.to_json()))
 
 
-@sso.command("end-session")
+@sso.command("end-session", context_settings=ARGUMENTS_MAY_START_WITH_DASH)
 @click.argument("user_id")
 @click.argument("session_id_hashes", nargs=-1, required=True)
 def end_session(user_id: str, session_id_hashes: tuple[str, ...]) -> None:
     """End sessions of a user by session_id_hash; publishes session-invalidated."""
     svc = _services()
-    ended = svc.sessions.invalidate(user_id, list(session_id_hashes))
+    ended = svc.sessions.invalidate(user_id, list(session_id_hashes), reason=events.ADMIN)
     flushed = svc.worker.flush()
     click.echo(json.dumps({"invalidated": ended, "events_published": flushed}))
 
 
-@sso.command("end-all")
+@sso.command("end-all", context_settings=ARGUMENTS_MAY_START_WITH_DASH)
 @click.argument("user_id")
 @click.option("--except", "keep", multiple=True, help="A session_id_hash to keep (repeatable).")
 def end_all(user_id: str, keep: tuple[str, ...]) -> None:

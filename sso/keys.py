@@ -48,7 +48,12 @@ def _thumbprint(public_jwk: dict[str, str]) -> str:
 
 
 class KeySet:
-    """One signing key and the public keys accepted for verification, by kid."""
+    """One signing key and the public keys accepted for verification, by kid.
+
+    ``public_pems`` is the signing key's public key first, then the extra keys of a
+    rotation (SSO_JWT_EXTRA_PUBLIC_KEYS); the JWKS lists them in that order. A token
+    signed by any of them verifies, each only with the key its ``kid`` names.
+    """
 
     def __init__(self, private_pem: str, public_pems: Sequence[str]) -> None:
         self._signing_key: Key = jwk.construct(private_pem, ALGORITHM)
@@ -58,12 +63,14 @@ class KeySet:
             key = jwk.construct(pem, ALGORITHM)
             public = {k: v for k, v in key.to_dict().items() if k in ("kty", "n", "e")}
             kid = _thumbprint(public)
+            if kid in self._verifiers:
+                raise ValueError("a verification key is listed twice")
             self._verifiers[kid] = key
             published.append({**public, "kid": kid, "use": "sig", "alg": ALGORITHM})
         signing_public = {k: v for k, v in self._signing_key.public_key().to_dict().items() if k in ("kty", "n", "e")}
         self.kid = _thumbprint(signing_public)
-        if self.kid not in self._verifiers:
-            raise ValueError("the signing key's public key is not among the verification keys")
+        if not published or published[0]["kid"] != self.kid:
+            raise ValueError("the signing key's public key must be the first verification key")
         self.jwks: dict[str, Any] = {"keys": published}
         self.jwks_json: bytes = json.dumps(self.jwks, separators=(",", ":")).encode()
 

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from config.settings import Settings
-from sso import errors
+from sso import errors, events
 from sso.authorization import append_query
 from sso.clients import ClientRegistry
 from sso.digests import equals
@@ -64,7 +64,7 @@ class EndSessionService:
             session = self.sessions.from_token(cookie_token) if cookie_token else None
             sid = claims.get("sid")
             if session is not None and isinstance(sid, str) and equals(sid, session.session_id_hash):
-                ended = bool(self.sessions.invalidate(session.user_id, [session.session_id_hash]))
+                ended = bool(self.sessions.invalidate(session.user_id, [session.session_id_hash], reason=events.LOGOUT))
         location = None
         if redirect_uri:
             location = append_query(redirect_uri, {"state": data["state"]}) if data.get("state") else redirect_uri

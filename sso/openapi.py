@@ -92,6 +92,15 @@ class InvalidatedSchema(Schema):
     invalidated = fields.List(fields.String(), required=True, metadata={"description": "the hashes that existed"})
 
 
+class SessionStatusResultSchema(Schema):
+    sessions = fields.Dict(
+        keys=fields.String(),
+        values=fields.Boolean(),
+        required=True,
+        metadata={"description": "each requested session_id_hash: true when the session is live"},
+    )
+
+
 class TokenResponseSchema(Schema):
     """RFC 6749 §5.1; ``id_token`` on the code grant when ``openid`` was granted."""
 
@@ -270,6 +279,12 @@ def _session_paths(spec: APISpec) -> None:
             "responses": {"200": _json(SessionListSchema, "The sessions."),
                           **_error_responses(400, 401, 404, 429, 503)},
         }},
+    )  # fmt: skip
+    _service_post(
+        spec, "/session/status", tag="session", summary="Which sessions are live",
+        description="For an API instance resynchronising after missed events (the event log's retention "
+                    "passed). 1-100 hashes; records no activity and counts toward no rate limit.",
+        body=schemas.SessionStatusSchema, answer=(200, SessionStatusResultSchema, "Liveness per requested hash."),
     )  # fmt: skip
     _service_post(
         spec, "/session/invalidate", tag="session", summary="End some sessions of a user",

@@ -37,6 +37,7 @@ class Text(fields.String):
 
 
 MAX_HASHES = 1000
+MAX_STATUS_HASHES = 100  # /session/status: one bounded lookup per request
 
 
 def first_error(messages: Any, path: str = "") -> str:
@@ -113,6 +114,12 @@ class InvalidateAllSchema(ServiceSchema):
     user_id = Text(required=True, validate=USER_ID)
     except_session_id_hashes = fields.List(
         Text(validate=SESSION_HASH), load_default=list, validate=validate.Length(max=MAX_HASHES)
+    )
+
+
+class SessionStatusSchema(ServiceSchema):
+    session_id_hashes = fields.List(
+        Text(validate=SESSION_HASH), required=True, validate=validate.Length(min=1, max=MAX_STATUS_HASHES)
     )
 
 

@@ -106,7 +106,9 @@ class SessionService:
         metrics.SESSIONS_CREATED.inc()
         if evicted:  # the per-user cap: the least recently active made room
             metrics.SESSIONS_INVALIDATED.inc(len(evicted))
-            self.worker.publish(events.envelope(events.SESSION_INVALIDATED, user_id, evicted, now))
+            self.worker.publish(
+                events.envelope(events.SESSION_INVALIDATED, user_id, evicted, now, reason=events.EVICTED)
+            )
         self.worker.publish(events.envelope(events.SESSION_CREATED, user_id, [sid], now))
         return token, session
 
@@ -134,16 +136,19 @@ class SessionService:
         live = [s for s in sessions if s.expires_at > now]
         return sorted(live, key=lambda s: (s.last_active_at, s.created_at), reverse=True)
 
-    def alive(self, sids: Sequence[str]) -> dict[str, bool]:
-        """Which sessions are live, recording no activity (POST /session/status)."""
+    def statuses(self, sids: Sequence[str]) -> dict[str, bool]:
+        """Which sessions are live, for an API instance resynchronising after missed
+        events; records no activity (it is not a use of the session)."""
         unique = list(dict.fromkeys(sids))
         return dict(zip(unique, self.store.sessions_alive(unique, int(self.clock())), strict=True))
 
-    def invalidate(self, user_id: str, sids: Sequence[str]) -> list[str]:
+    def invalidate(self, user_id: str, sids: Sequence[str], *, reason: str) -> list[str]:
+        """End the listed sessions; ``reason`` (events.INVALIDATION_REASONS) goes into the event."""
         ended = self.store.invalidate(user_id, dict.fromkeys(sids)) if sids else []
         if ended:
             metrics.SESSIONS_INVALIDATED.inc(len(ended))
-            self.worker.publish(events.envelope(events.SESSION_INVALIDATED, user_id, ended, self.clock()))
+            message = events.envelope(events.SESSION_INVALIDATED, user_id, ended, self.clock(), reason=reason)
+            self.worker.publish(message)
         return ended
 
     def invalidate_all(self, user_id: str, keep: Sequence[str] = ()) -> list[str]:

@@ -31,6 +31,17 @@ REFRESH_TOKEN_TYPE = "refresh_token"  # nosec B105  # RFC 7662 token_type of a r
 TOKEN_TYPE_HINTS = ("access_token", REFRESH_TOKEN_TYPE)
 
 
+def signed_token_lifetimes(settings: Settings) -> dict[str, int]:
+    """The longest life of each kind of JWT this service signs, in seconds.
+
+    Key rotation keeps a retired key published until the longest of these has
+    passed (sso/cli.py ``rotate-keys``). An id token lives as long as the access
+    token it accompanies (``mint_id_token`` gets its ``expires_in``). A new kind of
+    signed token must be added here.
+    """
+    return {"access token": settings.access_token_ttl, "id token": settings.access_token_ttl}
+
+
 def at_hash(access_token: str) -> str:
     """OIDC Core §3.1.3.6: left half of SHA-256 of the access token, base64url."""
     return b64url(hashlib.sha256(access_token.encode("ascii")).digest()[:16])

@@ -40,7 +40,7 @@ def test_jwks_kid_is_the_rfc7638_thumbprint(client, key_pair):
     """The JWK matches the configured key, and kid is its RFC 7638 thumbprint computed independently."""
     response = client.get("/.well-known/jwks.json")
     assert response.status_code == 200
-    assert response.headers["Cache-Control"] == "public, max-age=3600"
+    assert response.headers["Cache-Control"] == "public, max-age=300"
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     (jwk,) = response.get_json()["keys"]
     assert set(jwk) == {"kty", "n", "e", "kid", "use", "alg"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 from redis.exceptions import RedisError
@@ -85,7 +86,10 @@ def test_failed_flush_keeps_everything_for_the_retry(settings, key_pair, clock):
         worker.run_once()
         assert worker.pending == 0 and worker.writes == 1 and worker.published == 1
         assert int(client.hget(store.keys.session(sid), "last_active_at")) == int(clock.now)
-        assert subscriber.get_message(timeout=2) is not None
+        message = subscriber.get_message(timeout=2)
+        assert message is not None
+        ((entry_id, _),) = client.xrange(store.event_log_key)  # logged once, under the id it was published with
+        assert json.loads(message["data"])["id"] == entry_id
         subscriber.close()
     finally:
         client.close()

@@ -4,16 +4,15 @@ Its parts: ``layout`` (buckets, key names, token formats), ``runner`` (how a
 script runs on one server, Sentinel or Cluster), ``scripts`` and ``lua/``
 (one file per atomic change), and one module per record family:
 ``sessions``, ``codes``, ``families`` (refresh tokens), ``token_state``
-(access-token revocation) and ``counters`` (rate limits). ``RedisStore`` ties
+(access-token revocation), ``counters`` (rate limits) and ``eventlog`` (the durable log). ``RedisStore`` ties
 them together for the rest of the service, which calls nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sso.store.codes import FAMILIES_PER_SESSION, CodeIssue, Codes, Redemption
 from sso.store.counters import Counters
+from sso.store.eventlog import EventLog
 from sso.store.families import Families, RefreshInfo, Rotation
 from sso.store.layout import Keys, draw_session_token
 from sso.store.runner import Client, ReplicaTimeout, Runner
@@ -49,6 +48,7 @@ class RedisStore:
         *,
         wait_for_replica: bool = False,
         max_sessions_per_user: int = 100,
+        event_log_retention: int = 86400,
     ) -> None:
         self.redis = client
         self.prefix = prefix
@@ -59,6 +59,7 @@ class RedisStore:
         self.families = families = Families(self.runner, self.keys)
         self.token_state = token_state = TokenState(self.runner, self.keys)
         self.counters = counters = Counters(self.runner, self.keys)
+        self.event_log = event_log = EventLog(self.runner, self.keys, retention=event_log_retention)
         self.new_session_token = draw_session_token  # (token, sid in the user's bucket)
         self.create_session = sessions.create
         self.find_session = sessions.find
@@ -77,6 +78,7 @@ class RedisStore:
         self.access_token_state = token_state.access_token_state
         self.revoke_access = token_state.revoke_access
         self.count_failure = counters.count_failure
+        self.publish_many = event_log.publish_many
 
     @property
     def events_channel(self) -> str:
@@ -85,5 +87,6 @@ class RedisStore:
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
-    def publish_many(self, messages: Sequence[str]) -> None:
-        self.runner.publish_many(self.keys.events_channel, messages)
+    @property
+    def event_log_key(self) -> str:
+        return self.keys.event_log

@@ -25,6 +25,7 @@ Key names (``P`` is ``SSO_REDIS_PREFIX``, ``T`` the bucket's tag)::
     P{T}:c:<hash>   hash    an authorization code (SHA-256 of the code), 60 s
     P{T}:r:<id>     string  the answer of one invalidation request, for its retry, 60 s
     Prl:<limit>:<window>:<addr>   string  failures in one rate window
+    Pevent-log      stream  the durable event log (sso/store/eventlog.py)
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ class Keys:
         self.prefix = prefix
         self._bases = tuple(f"{prefix}{{{tag}}}:" for tag in BUCKET_TAGS)
         self.events_channel = f"{prefix}events"
+        self.event_log = f"{prefix}event-log"
 
     def base(self, bucket: int) -> str:
         return self._bases[bucket]

@@ -119,14 +119,3 @@ class Runner:
             for i, answer in zip(indexes, answers, strict=True):
                 results[i] = answer
         return results
-
-    def publish_many(self, channel: str, messages: Sequence[str]) -> None:
-        """Pipelined PUBLISH; on a cluster down one node's connection (it broadcasts to all)."""
-
-        def send(node: redis.Redis) -> None:
-            pipe = node.pipeline(transaction=False)
-            for message in messages:
-                pipe.publish(channel, message)
-            pipe.execute()
-
-        self._on_node(channel, send)

@@ -25,6 +25,7 @@ NAMES = (
     "inspect_refresh",
     "revoke_access",
     "count_failure",
+    "append_events",
 )
 
 

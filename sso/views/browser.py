@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, jsonify, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from sso import errors
+from sso import errors, events
 from sso.cookies import clear_sso_cookie, set_sso_cookie, sso_cookie
 from sso.http import apply_cors, no_store, services, use_schema
 from sso.schemas import EndSessionSchema, LogoutSchema, SetCookieSchema
@@ -69,7 +69,7 @@ def logout(data: dict[str, Any]) -> Response:
     token = sso_cookie(request)
     session = svc.sessions.from_token(token) if token else None
     if session is not None and data["invalidate"] == "session":
-        svc.sessions.invalidate(session.user_id, [session.session_id_hash])
+        svc.sessions.invalidate(session.user_id, [session.session_id_hash], reason=events.LOGOUT)
     elif session is not None and data["invalidate"] == "all":
         svc.sessions.invalidate_all(session.user_id)
     response = no_store(Response(status=204))

@@ -12,10 +12,10 @@ bp = Blueprint("meta", __name__)
 PUBLIC_CACHE = "public, max-age=3600"
 
 
-def _precomputed(body: bytes) -> Response:
+def _precomputed(body: bytes, cache_control: str = PUBLIC_CACHE) -> Response:
     """Serve bytes built once at start; readable from any origin (no credentials)."""
     response = Response(body, mimetype="application/json")
-    response.headers["Cache-Control"] = PUBLIC_CACHE
+    response.headers["Cache-Control"] = cache_control
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response
 
@@ -27,7 +27,9 @@ def discovery() -> Response:
 
 @bp.get("/.well-known/jwks.json")
 def jwks() -> Response:
-    return _precomputed(services().keys.jwks_json)
+    """Cached for SSO_JWKS_MAX_AGE: the key rotation procedure waits that long before a new key signs."""
+    svc = services()
+    return _precomputed(svc.keys.jwks_json, f"public, max-age={svc.settings.jwks_max_age}")
 
 
 @bp.get("/openapi.json")

@@ -7,12 +7,13 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from marshmallow import ValidationError
 
-from sso import errors, ratelimit
+from sso import errors, events, ratelimit
 from sso.http import count_failure, no_store, note_user, rate_limited, require_service, services, use_schema
 from sso.schemas import (
     CreateSessionSchema,
     InvalidateAllSchema,
     InvalidateSchema,
+    SessionStatusSchema,
     UserIdSchema,
     ValidateSessionSchema,
 )
@@ -69,12 +70,20 @@ def list_sessions(user_id: str) -> Response:
     return no_store(jsonify(sessions=[s.to_json() for s in sessions]))
 
 
+@bp.post("/status")
+@require_service
+@use_schema(SessionStatusSchema)
+def status(data: dict[str, Any]) -> Response:
+    """Liveness of up to 100 sessions; no activity, no rate-limit counting (SPEC.md, Endpoints)."""
+    return no_store(jsonify(sessions=services().sessions.statuses(data["session_id_hashes"])))
+
+
 @bp.post("/invalidate")
 @require_service
 @use_schema(InvalidateSchema)
 def invalidate(data: dict[str, Any]) -> Response:
     note_user(data["user_id"])
-    ended = services().sessions.invalidate(data["user_id"], data["session_id_hashes"])
+    ended = services().sessions.invalidate(data["user_id"], data["session_id_hashes"], reason=events.INVALIDATED)
     return no_store(jsonify(invalidated=ended))
 
 
