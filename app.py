@@ -84,7 +84,7 @@ def create_app(
     keys = KeySet(settings.jwt_private_key, [settings.jwt_public_key, *settings.jwt_extra_public_keys])
     sessions = SessionService(store, worker, ttl=settings.session_ttl, clock=clock)
     clients = ClientRegistry(settings.clients, settings.allowed_redirect_uris)
-    tokens = TokenService(keys, store, settings, clock)
+    tokens = TokenService(keys, store, settings, clock, worker=worker)
     ctx = OAuthContext(store=store, clients=clients, worker=worker, settings=settings, clock=clock)
     app.extensions["sso"] = Services(
         settings=settings,

@@ -17,7 +17,14 @@ from typing import Any, Final
 SESSION_CREATED: Final = "session-created"
 SESSION_INVALIDATED: Final = "session-invalidated"
 GLOBAL_LOGOUT: Final = "global-logout"
+TOKENS_REVOKED: Final = "tokens-revoked"
 CATALOGUE: Final = (SESSION_CREATED, SESSION_INVALIDATED, GLOBAL_LOGOUT)
+
+# Why a tokens-revoked event happened.
+REVOKED: Final = "revoked"  # /revoke of an access token, or of a refresh token (its family's access tokens)
+REFRESH_REUSE: Final = "refresh-reuse"  # a spent refresh token presented: its family ended
+CODE_REPLAY: Final = "code-replay"  # a code redeemed twice: what its first redemption issued
+REVOCATION_REASONS: Final = (REVOKED, REFRESH_REUSE, CODE_REPLAY)
 
 # Why a session-invalidated event happened.
 INVALIDATED: Final = "invalidated"  # the service API, /session/invalidate
@@ -45,4 +52,16 @@ def envelope(kind: str, user_id: str, session_id_hashes: Sequence[str], at: floa
     if reason is not None:
         body["reason"] = reason
     body["at"] = iso8601(at)
+    return json.dumps(body, separators=(",", ":"))
+
+
+def tokens_revoked(
+    user_id: str, session_id_hashes: Sequence[str], jtis: Sequence[str], expires_at: int, at: float, *, reason: str
+) -> str:
+    """The JSON of a tokens-revoked event: access tokens to refuse until ``expires_at`` (the latest
+    ``exp`` among them; after it the list can be forgotten), although their session lives on."""
+    if reason not in REVOCATION_REASONS or not jtis:
+        raise ValueError(f"tokens-revoked with reason {reason!r} and {len(jtis)} jtis")
+    body = {"type": TOKENS_REVOKED, "user_id": user_id, "session_id_hashes": list(session_id_hashes),
+            "jtis": list(jtis), "expires_at": iso8601(expires_at), "reason": reason, "at": iso8601(at)}  # fmt: skip
     return json.dumps(body, separators=(",", ":"))

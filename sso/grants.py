@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sso import errors, metrics, pkce, scopes
+from sso import errors, events, metrics, pkce, scopes
 from sso.context import OAuthContext
 from sso.digests import equals
 from sso.tokens import BEARER, TokenService
@@ -115,11 +115,13 @@ class GrantService:
         )
         if redeemed.outcome == "used":
             metrics.CODE_REPLAY.inc()
+            self.tokens.announce(redeemed.revoked, events.CODE_REPLAY)
             raise errors.InvalidGrant("The authorization code was already used.", detail="code replay; family revoked")
         if redeemed.outcome == "ended":
             raise errors.InvalidGrant("The session behind this code has ended.")
         if redeemed.outcome != "ok":
             raise errors.InvalidGrant("The authorization code is invalid or expired.")
+        self.tokens.announce(redeemed.revoked, events.REVOKED)  # the oldest family, ended for the cap
         access_token, expires_in = self.tokens.mint_access_token(
             user_id=bound["user_id"],
             sid=bound["sid"],
@@ -164,6 +166,7 @@ class GrantService:
             raise errors.InvalidScope("The requested scope exceeds what was granted.")
         if rotation.outcome == "reuse":
             metrics.REFRESH_REUSE.inc()
+            self.tokens.announce(rotation.revoked, events.REFRESH_REUSE)
             log.warning("refresh token reuse detected; family revoked (user %s)", rotation.user_id)
             raise errors.InvalidGrant("The refresh token was already used; its family is revoked.")
         if rotation.outcome not in ("ok", "grace"):

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from config.settings import Settings
-from sso import scopes
+from sso import events, scopes
 from sso.digests import b64url
 from sso.errors import InsufficientScope, InvalidToken, UnsupportedTokenType
 from sso.keys import KeySet, TokenRejected
-from sso.store import RedisStore
+from sso.store import RedisStore, Revoked
+from sso.worker import BackgroundWorker
 
 # Names, not secrets: bandit's B105 reads any "token" = "..." as a password.
 ACCESS_TOKEN_TYP = "at+jwt"  # nosec B105  # RFC 9068 §2.1
@@ -60,12 +61,27 @@ class ActiveAccessToken:
 
 class TokenService:
     def __init__(
-        self, keys: KeySet, store: RedisStore, settings: Settings, clock: Callable[[], float] = time.time
+        self,
+        keys: KeySet,
+        store: RedisStore,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        *,
+        worker: BackgroundWorker | None = None,
     ) -> None:
         self.keys = keys
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.worker = worker
+
+    def announce(self, revoked: Revoked | None, reason: str) -> None:
+        """Tell API instances (which verify access tokens locally) which tokens to refuse now."""
+        if revoked is not None and self.worker is not None:
+            self.worker.publish(
+                events.tokens_revoked(revoked.user_id, [revoked.sid], revoked.jtis, revoked.expires_at,
+                                      self.clock(), reason=reason)
+            )  # fmt: skip
 
     # -- minting ----------------------------------------------------------------
 
@@ -219,6 +235,9 @@ class TokenService:
             if client_id is not None and claims.get("client_id") != client_id:
                 return
             jti, sid, exp = str(claims["jti"]), str(claims.get("sid", "")), int(claims["exp"])
-            self.store.revoke_access(jti, str(claims["sub"]), sid, exp, int(self.clock()))
+            self.announce(
+                self.store.revoke_access(jti, str(claims["sub"]), sid, exp, int(self.clock())), events.REVOKED
+            )
             return
-        self.store.revoke_refresh(token, client_id, int(self.clock()))
+        _, revoked = self.store.revoke_refresh(token, client_id, int(self.clock()))
+        self.announce(revoked, events.REVOKED)
