@@ -26,6 +26,7 @@ from app import create_app
 from config.keygen import generate_key_pair
 from config.settings import Settings
 from sso.store import Keys
+from sso.store.topology import connect, parse_redis_url
 from tests.redis_server import RedisServer, has_redis_server, redis_server_binary
 from tests.topologies import Cluster, SentinelSet, factory, started
 
@@ -46,8 +47,36 @@ class Clock:
         self.now += seconds
 
 
+TOPOLOGIES = ("single", "sentinel", "cluster")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "topologies: run the module's tests on one server, Sentinel and Cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules marked ``topologies`` run every test on each Redis deployment the service supports."""
+    if metafunc.definition.get_closest_marker("topologies") and "topology" in metafunc.fixturenames:
+        metafunc.parametrize("topology", TOPOLOGIES, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def topology(request: pytest.FixtureRequest) -> str:
+    """Which deployment the test's Redis is: "single" unless its module is marked ``topologies``."""
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest, topology: str, single_redis_url: str) -> str:
+    if topology == "sentinel":
+        return str(request.getfixturevalue("sentinel_set").url)
+    if topology == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    return single_redis_url
+
+
+@pytest.fixture(scope="session")
+def single_redis_url() -> Iterator[str]:
     if has_redis_server():
         server = RedisServer()
         server.start()
@@ -72,12 +101,12 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def redis(redis_url: str, prefix: str) -> Iterator[redis_lib.Redis]:
-    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+def redis(redis_url: str, prefix: str) -> Iterator[Any]:
+    """A client of the test's Redis built by the service's own factory (a cluster client on a cluster)."""
+    client = connect(parse_redis_url(redis_url), timeout=5)
     yield client
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        client.delete(key)  # one by one: on a cluster they sit in different slots
     client.close()
 
 

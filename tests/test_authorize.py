@@ -11,6 +11,8 @@ from sso.digests import token_hash
 from sso.store.layout import code_bucket, sid_bucket
 from tests.conftest import CHALLENGE, REDIRECT_URI, VERIFIER
 
+pytestmark = pytest.mark.topologies
+
 
 def location(response) -> tuple[str, dict[str, str]]:
     assert response.status_code == 302, response.get_data(as_text=True)

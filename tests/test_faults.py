@@ -20,7 +20,7 @@ from app import create_app
 from sso.cookies import COOKIE_NAME
 from tests.conftest import SERVICE_SECRET, Api, OAuth
 from tests.redis_server import RedisServer, has_redis_server
-from tests.server import GunicornServer, server_env
+from tests.server import GunicornServer, LiveFlow, server_env
 from tests.test_races import check_user_keys_consistent
 from tests.waiting import wait_for
 
@@ -241,3 +241,47 @@ def test_empty_redis_after_restart_rejects_every_old_token(private_redis, flow):
     assert client.get("/session/list/42", headers=HEADERS).get_json() == {"sessions": []}
     assert api.post("/session/invalidate-all", {"user_id": "42"}).get_json() == {"invalidated": []}
     assert flow.login()["token"]  # and the service works on
+
+
+@pytest.mark.skipif(not has_redis_server(), reason="needs redis-server to stall a private Redis")
+def test_long_stall_is_a_503_and_a_grace_retry_then_succeeds(settings, redis):
+    """A refresh while Redis stalls past both attempts answers 503 within ~2 s. The timed-out
+    rotation may still have run; with a grace window the client's own retry gets its successor."""
+    import dataclasses
+
+    private = RedisServer()
+    private.start()
+    srv = GunicornServer(server_env(dataclasses.replace(settings, redis_url=private.url), SSO_REFRESH_REUSE_GRACE="30"),
+                         workers=1)  # fmt: skip
+    srv.start()
+    try:
+        live = LiveFlow(srv.url, SERVICE_SECRET)
+        tokens = live.exchange(live.code(live.login())).json()
+        busy = private_client(private)
+        stall = threading.Thread(
+            target=lambda: busy.eval(
+                "local s = redis.call('TIME')[1] while redis.call('TIME')[1] - s < 4 do end return 1", 0
+            )
+        )
+        stall.start()
+        private.wait_until_stalled()
+        started = time.monotonic()
+        during = live.refresh(tokens["refresh_token"])
+        elapsed = time.monotonic() - started
+        stall.join()
+        busy.close()
+        assert during.status_code == 503 and during.json()["error"] == "temporarily_unavailable"
+        assert elapsed < 3.0
+        retry = live.refresh(tokens["refresh_token"])
+        assert retry.status_code == 200, retry.text
+        assert live.refresh(retry.json()["refresh_token"]).status_code == 200
+        assert requests.get(f"{srv.url}/_health", timeout=5).status_code == 200
+    finally:
+        srv.stop()
+        private.cleanup()
+
+
+def private_client(server: RedisServer):
+    import redis as redis_lib
+
+    return redis_lib.Redis(port=server.port, socket_timeout=10)

@@ -9,6 +9,8 @@ import pytest
 from sso.digests import token_hash
 from tests.conftest import OTHER_SECRET, SERVICE_SECRET, live_keys
 
+pytestmark = pytest.mark.topologies
+
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 

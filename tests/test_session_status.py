@@ -7,6 +7,8 @@ import pytest
 from config.settings import RateLimit
 from sso.digests import token_hash
 
+pytestmark = pytest.mark.topologies
+
 UNKNOWN = token_hash("never-a-session")
 
 

@@ -13,6 +13,8 @@ from sso.digests import token_hash
 from sso.store.layout import RefreshToken, code_bucket
 from tests.conftest import CHALLENGE, REDIRECT_URI, VERIFIER
 
+pytestmark = pytest.mark.topologies
+
 
 def jwt_parts(token: str) -> tuple[dict, dict]:
     header, payload, _ = token.split(".")

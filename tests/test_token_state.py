@@ -6,6 +6,8 @@ import pytest
 
 from tests.test_keys import rsa_sign
 
+pytestmark = pytest.mark.topologies
+
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}

@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from sso.events import iso8601
 from tests.test_event_log import published  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.topologies
 
 
 def claims(token: str) -> dict:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sso.digests import new_token, token_hash
+
+pytestmark = pytest.mark.topologies
 
 
 def write_first_version_session(redis, prefix: str, user_id: str = "42") -> tuple[str, list[str]]:
