@@ -256,8 +256,8 @@ def _session_paths(spec: APISpec) -> None:
     )  # fmt: skip
     _service_post(
         spec, "/session/validate", tag="session", summary="Validate a session by its hash",
-        description="Marks the session active (debounced). `valid: false` answers count toward "
-                    "SSO_RATE_LIMIT_VALIDATE_FAILURES for the calling address.",
+        description="Marks the session active (debounced). `valid: false` is an answer, not a failure: "
+                    "it is not rate limited.",
         body=schemas.ValidateSessionSchema, answer=(200, ValidationResultSchema, "The session, or `valid: false`."),
     )  # fmt: skip
     spec.path(

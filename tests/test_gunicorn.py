@@ -193,3 +193,26 @@ def test_reload_under_load_loses_no_request_and_no_activity(settings, redis, pre
     assert srv.log.count("Booting worker") >= 4  # the reload really replaced the workers
     for n, body in enumerate(sessions):
         assert int(redis.hget(f"{prefix}{{r{n}}}:session:{body['session_id_hash']}", "last_active_at")) > 1000
+
+
+def test_both_workers_serve_the_right_secret_and_refuse_failures_alike(settings, redis):
+    """Past the service-auth limit, both gevent workers answer failures 429 and every right secret 2xx."""
+    env = server_env(settings, SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES="3/day")  # no window ends mid-test
+    srv = GunicornServer(env, workers=2)
+    srv.start()
+    try:
+        attacker = {"X-Forwarded-For": "203.0.113.66"}  # gunicorn alone: ProxyFix trusts the one hop we are
+        wrong = {**attacker, "Authorization": "Service wrong-secret-wrong-secret-wrong-secret"}
+
+        def call(headers: dict[str, str]) -> int:
+            # a new connection each time, so both workers take their share
+            url = f"{srv.url}/session/create"
+            return requests.post(url, json={"user_id": "42"}, headers=headers, timeout=5).status_code
+
+        burst = [call(wrong) for _ in range(10)]
+        assert burst[:3] == [401, 401, 401] and set(burst[3:]) == {429}
+        after = [call({**attacker, **HEADERS}) if n % 2 else call(wrong) for n in range(40)]
+        assert after[1::2] == [201] * 20, after
+        assert set(after[0::2]) == {429}, after
+    finally:
+        srv.stop()
