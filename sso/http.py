@@ -282,7 +282,7 @@ def register_request_hooks(app: Flask) -> None:
         response.headers["X-Request-ID"] = request_id
         duration = time.perf_counter() - getattr(g, "started", time.perf_counter())
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        metrics.REQUESTS.labels(endpoint, metrics.method_label(request.method), str(response.status_code)).inc()
         metrics.LATENCY.labels(endpoint).observe(duration)
         access_log.info(
             "request",

@@ -282,3 +282,21 @@ def test_whole_oauth_flow_through_nginx_uses_the_https_issuer(nginx, https_port)
         "GET", "/userinfo", headers={"Authorization": f"Bearer {refreshed.json()['access_token']}"}
     )
     assert userinfo.status_code == 200 and userinfo.json()["sub"] == "42"
+
+
+def test_invented_methods_do_not_grow_the_metrics(nginx):
+    """Random request methods through nginx collapse into one method label, so clients cannot add series."""
+    import random
+    import string
+
+    rng = random.Random(7)
+    for _ in range(60):
+        method = "".join(rng.choices(string.ascii_uppercase, k=8))
+        nginx.request(method, "/_health")
+    text = nginx.request("GET", "/metrics", headers=HEADERS).text
+    methods = {
+        line.split('method="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith("sso_http_requests_total{")
+    }
+    assert "other" in methods and methods <= {"GET", "HEAD", "POST", "OPTIONS", "PUT", "DELETE", "PATCH", "other"}
