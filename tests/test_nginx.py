@@ -284,6 +284,57 @@ def test_whole_oauth_flow_through_nginx_uses_the_https_issuer(nginx, https_port)
     assert userinfo.status_code == 200 and userinfo.json()["sub"] == "42"
 
 
+class ClosingUpstream:
+    """An upstream that accepts each connection and closes it unanswered (nginx: "upstream prematurely closed")."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:  # closed by stop()
+                return
+            connection.close()
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("upstream", ["refused", "closed"])
+def test_upstream_errors_keep_tokens_out_of_the_error_log(upstream):
+    """A 502 at /logout or /authorize leaves no id_token_hint, state or nonce in nginx's logs; others still log."""
+    closing = ClosingUpstream() if upstream == "closed" else None
+    server = NginxServer(closing.port if closing else free_port())
+    server.start()
+    marks = {name: f"{name}-{uuid.uuid4().hex}" for name in ("id_token_hint", "state", "nonce")}
+    try:
+        assert server.request("GET", "/logout", params=marks).status_code == 502
+        assert server.request("GET", "/authorize", params={**marks, "client_id": "fluxer"}).status_code == 502
+        assert server.request("POST", "/logout", data=marks, headers={"Origin": "http://app.test"}).status_code == 502
+        assert server.request("POST", "/token", data={"grant_type": "x"}).status_code == 502
+        # nginx logs the /token failure as usual: the log is written and the operator still sees upstream trouble
+        error_log = wait_for(lambda: "/token" in (text := server.read_log("error.log")) and text,
+                             timeout=5, what="the /token upstream error")  # fmt: skip
+        access_log = wait_for(lambda: (text := server.read_log("access.log")).count("\n") >= 4 and text,
+                              timeout=5, what="four access-log lines")  # fmt: skip
+    finally:
+        server.stop()
+        if closing:
+            closing.stop()
+    assert "upstream" in error_log
+    for mark in marks.values():
+        assert mark not in error_log and mark not in access_log
+    assert '"GET /logout HTTP/1.1" 502' in access_log and '"GET /authorize HTTP/1.1" 502' in access_log
+
+
 def test_invented_methods_do_not_grow_the_metrics(nginx):
     """Random request methods through nginx collapse into one method label, so clients cannot add series."""
     import random
