@@ -378,9 +378,9 @@ def _oauth_paths(spec: APISpec) -> None:
         path="/revoke",
         operations={"post": {
             "tags": tag, "summary": "Token revocation (RFC 7009)", "security": [{}, {"service": []}],
-            "description": "A public client (`client_id`) revokes its own tokens; a service caller any. 200 even "
-                           "for unknown tokens or another client's (left alive). A refresh token revokes its "
-                           "whole family.",
+            "description": "A public client (`client_id`) revokes its own tokens; a service caller "
+                           "(`Authorization: Service`; any other scheme is ignored) any. 200 even for unknown "
+                           "tokens or another client's (left alive). A refresh token revokes its whole family.",
             "requestBody": _body(schemas.TokenInputSchema, FORM),
             "responses": {"200": {"description": "Revoked, or nothing to revoke (empty body)."},
                           **_error_responses(*SERVICE_ERRORS)},

@@ -335,6 +335,35 @@ def test_upstream_errors_keep_tokens_out_of_the_error_log(upstream):
     assert '"GET /logout HTTP/1.1" 502' in access_log and '"GET /authorize HTTP/1.1" 502' in access_log
 
 
+def test_service_revoke_is_not_reachable_from_outside(nginx_outside):
+    """From the internet /revoke with Authorization: Service gets nginx's 403 whatever the secret: no oracle."""
+    wrong = {"Authorization": "Service wrong-secret-wrong-secret-wrong-secret"}
+    for headers in (HEADERS, wrong, {"Authorization": "service"}):
+        response = nginx_outside.request("POST", "/revoke", data={"token": "x"}, headers=headers)
+        assert (response.status_code, response.json()) == (403, DENIED)
+    public = nginx_outside.request("POST", "/revoke", data={"token": "x", "client_id": "fluxer"})
+    assert public.status_code == 200
+    basic = nginx_outside.request(
+        "POST", "/revoke", data={"token": "x", "client_id": "fluxer"}, headers={"Authorization": "Basic Zmx1eGVyOg=="}
+    )
+    assert basic.status_code == 200  # a client library's Basic header is no service login
+
+
+def test_the_internal_revoke_location_is_not_reachable_directly(nginx):
+    """The location that carries service revocations is internal: asked for by name it is nginx's 404, as JSON."""
+    response = nginx.request("POST", "/_fluxer_sso_service_revoke", data={"token": "x"}, headers=HEADERS)
+    assert response.status_code == 404
+    assert response.json() == {"error": "not_found", "error_description": "No such endpoint."}
+
+
+def test_service_revoke_works_from_an_internal_network(nginx):
+    """API instances on the internal networks revoke any token with the service secret, through nginx."""
+    assert nginx.request("POST", "/revoke", data={"token": "x"}, headers=HEADERS).status_code == 200
+    wrong = {"Authorization": "Service wrong-secret-wrong-secret-wrong-secret"}
+    response = nginx.request("POST", "/revoke", data={"token": "x"}, headers=wrong)
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+
+
 def test_invented_methods_do_not_grow_the_metrics(nginx):
     """Random request methods through nginx collapse into one method label, so clients cannot add series."""
     import random

@@ -115,6 +115,20 @@ def test_revoke_with_a_wrong_service_secret_counts(client):
     assert_rate_limited(client.post("/revoke", data={"token": "x"}, headers=WRONG, environ_base=ATTACKER))
     assert client.post("/revoke", data={"token": "x"}, headers=RIGHT, environ_base=ATTACKER).status_code == 200
 
+
+def test_other_authorization_schemes_at_revoke_are_not_service_logins(client):
+    """A client library's Basic (or Bearer) header at /revoke is not a failed service login: the client_id decides."""
+    basic = {"Authorization": "Basic Zmx1eGVyOg=="}  # "fluxer:"
+    for _ in range(LIMIT.count * 2):
+        response = client.post(
+            "/revoke", data={"token": "x", "client_id": "fluxer"}, headers=basic, environ_base=ATTACKER
+        )
+        assert response.status_code == 200
+    assert create(client, headers=WRONG).status_code == 401  # the address's budget is untouched
+    response = client.post("/revoke", data={"token": "x"}, headers=basic, environ_base=ATTACKER)
+    assert response.status_code == 401 and response.get_json()["error"] == "invalid_client"
+
+
 BAD_CODE = {"grant_type": "authorization_code", "code": "guess", "client_id": "fluxer",
             "redirect_uri": "http://app.test/oauth/callback", "code_verifier": "v" * 43}  # fmt: skip
 
