@@ -304,10 +304,13 @@ def _browser_paths(spec: APISpec) -> None:
                 "tags": tag, "summary": "Log the browser out", "security": OPTIONAL_COOKIE,
                 "description": "Only from an app origin or the issuer's own (Origin, else Referer). Clears the "
                                "cookie; `invalidate=session` ends its session, `invalidate=all` every session of "
-                               "its user. `invalidate` may come in the query string instead of the body (not in "
-                               "both: a repeated parameter is invalid_request).",
+                               "its user. An allowed `post_logout_redirect_uri` (an exact allowed redirect URI, or "
+                               "on an app origin) is followed with 303 and `state`; another is invalid_request "
+                               "and nothing is done. Parameters may come in the query string instead of the body "
+                               "(not in both: a repeated parameter is invalid_request).",
                 "requestBody": {"required": False, "content": {FORM: {"schema": schemas.LogoutSchema}}},
                 "responses": {"204": {"description": "Logged out; the cookie is cleared."},
+                              **_redirect(303, "Logged out; to the allowed post_logout_redirect_uri."),
                               **_error_responses(400, 403, 413, 415, 503)},
             },
             "get": {

@@ -168,3 +168,34 @@ def test_logout_accepts_same_origin_and_referer(client):
 def test_logout_rejects_unknown_invalidate_value(client):
     response = client.post("/logout", data={"invalidate": "everyone"}, headers={"Origin": APP})
     assert response.status_code == 400 and response.get_json()["error_description"].startswith("invalidate")
+
+
+def test_post_logout_follows_an_allowed_redirect_with_state(api, client):
+    """RP-Initiated Logout 1.0 §2 allows POST: an allowed post_logout_redirect_uri is a 303 with state."""
+    from urllib.parse import parse_qs, urlsplit
+
+    body = api.create("42")
+    client.set_cookie(COOKIE_NAME, body["token"], domain="localhost")
+    form = {"invalidate": "session", "post_logout_redirect_uri": "http://app.test/bye", "state": "s-1"}
+    response = client.post("/logout", data=form, headers={"Origin": APP})
+    assert response.status_code == 303
+    parts = urlsplit(response.headers["Location"])
+    assert (parts.netloc, parts.path, parse_qs(parts.query)) == ("app.test", "/bye", {"state": ["s-1"]})
+    assert cookie_header(response).startswith(f"{COOKIE_NAME}=;")
+    assert response.headers["Cache-Control"] == "no-store"
+    assert api.post("/session/validate", {"token_hash": body["session_id_hash"]}).get_json() == {"valid": False}
+    plain = client.post("/logout", data={"post_logout_redirect_uri": "http://app.test/oauth/callback"},
+                        headers={"Origin": APP})  # fmt: skip
+    assert plain.status_code == 303 and plain.headers["Location"] == "http://app.test/oauth/callback"
+
+
+@pytest.mark.parametrize("uri", ["http://evil.test/bye", "https://app.test/bye", "http://app.test@evil.test/"])
+def test_post_logout_refuses_a_foreign_redirect_before_acting(api, client, uri):
+    """A redirect URI that is not allowed is 400 and nothing happens: no redirect, the cookie and session stay."""
+    body = api.create("42")
+    client.set_cookie(COOKIE_NAME, body["token"], domain="localhost")
+    form = {"invalidate": "all", "post_logout_redirect_uri": uri}
+    response = client.post("/logout", data=form, headers={"Origin": APP})
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_request"
+    assert "Location" not in response.headers and "Set-Cookie" not in response.headers
+    assert api.post("/session/validate", {"token_hash": body["session_id_hash"]}).get_json()["valid"] is True
