@@ -30,10 +30,13 @@ def test_set_cookie_sets_the_sso_cookie(api, client, services):
 
 @pytest.mark.parametrize("settings_overrides", [{"cookie_domain": "fluxer.test", "cookie_secure": False}])
 def test_set_cookie_honours_domain_and_secure_settings(api, client):
-    """SSO_COOKIE_DOMAIN and SSO_COOKIE_SECURE shape the cookie."""
+    """SSO_COOKIE_DOMAIN and SSO_COOKIE_SECURE shape the cookie; a host-only one left from before is expired."""
     body = api.create("42")
-    header = cookie_header(client.post("/session/set-cookie", json={"token": body["token"]}))
+    response = client.post("/session/set-cookie", json={"token": body["token"]})
+    leftover, header = response.headers.getlist("Set-Cookie")
+    assert header.startswith(f"{COOKIE_NAME}={body['token']};")
     assert "Domain=fluxer.test" in header and "Secure" not in header
+    assert leftover.startswith(f"{COOKIE_NAME}=;") and "Max-Age=0" in leftover and "Domain" not in leftover
 
 
 def test_set_cookie_max_age_is_remaining_life(api, client, clock):
@@ -199,3 +202,37 @@ def test_post_logout_refuses_a_foreign_redirect_before_acting(api, client, uri):
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_request"
     assert "Location" not in response.headers and "Set-Cookie" not in response.headers
     assert api.post("/session/validate", {"token_hash": body["session_id_hash"]}).get_json()["valid"] is True
+
+
+@pytest.fixture
+def raw_client(app):
+    """A client without a cookie jar, so the Cookie header the test writes is the one the app reads."""
+    return app.test_client(use_cookies=False)
+
+
+def two_sso_cookies(first: str, second: str) -> dict[str, str]:
+    """The Cookie header a browser sends when a sibling subdomain planted a second SSO cookie (its path first)."""
+    return {"Cookie": f"{COOKIE_NAME}={first}; {COOKIE_NAME}={second}"}
+
+
+def test_two_sso_cookies_are_trusted_at_authorize_in_neither_order(oauth, api, raw_client):
+    """A planted second cookie (the planter's live session) gets no code for either session: login instead."""
+    victim = api.create("42")
+    planter = api.create("666")
+    for pair in ((planter["token"], victim["token"]), (victim["token"], planter["token"])):
+        response = raw_client.get("/authorize", query_string=oauth.authorize_params(), headers=two_sso_cookies(*pair))
+        assert response.status_code == 302
+        assert response.headers["Location"].startswith("http://app.test/login"), response.headers["Location"]
+    single = raw_client.get("/authorize", query_string=oauth.authorize_params(),
+                        headers={"Cookie": f"{COOKIE_NAME}={victim['token']}"})  # fmt: skip
+    assert "code=" in single.headers["Location"]
+
+
+def test_two_sso_cookies_end_no_session_at_logout(api, raw_client):
+    """POST /logout with two SSO cookies ends neither session (it still clears ours)."""
+    victim = api.create("42")
+    planter = api.create("666")
+    headers = {**two_sso_cookies(planter["token"], victim["token"]), "Origin": APP}
+    assert raw_client.post("/logout", data={"invalidate": "all"}, headers=headers).status_code == 204
+    for s in (victim, planter):
+        assert api.post("/session/validate", {"token_hash": s["session_id_hash"]}).get_json()["valid"] is True
