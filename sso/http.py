@@ -119,15 +119,20 @@ def use_schema(schema_cls: type[Schema], location: str = "json") -> Callable[[F]
     return decorator
 
 
+def service_credentials() -> str | None:
+    """The secret of an ``Authorization: Service <secret>`` header; None for no header or another scheme."""
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    return presented.strip() if scheme.lower() == "service" else None
+
+
 def service_authenticated(secrets: Iterable[str]) -> bool:
     """Whether ``Authorization: Service <secret>`` matches one configured secret."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "service" or not presented:
+    presented = service_credentials()
+    if not presented:
         return False
     matched = False
     for secret in secrets:  # compare against every secret: no early exit to time
-        matched |= equals(presented.strip(), secret)
+        matched |= equals(presented, secret)
     return matched
 
 
@@ -137,12 +142,15 @@ def client_address() -> str | None:
 
 
 def authenticate_service() -> None:
-    """Raise unless the request carries a valid service secret; failures are limited per address."""
+    """Raise unless the request carries a valid service secret.
+
+    The secret is checked first, always: a valid one is served even from an
+    address whose failures are over the limit (SPEC.md, Rate limits). Only a
+    failure is counted, and past the limit it is 429 instead of 401.
+    """
     svc = services()
-    address = client_address()
-    svc.limiter.check(ratelimit.SERVICE_AUTH, address)
     if not service_authenticated(svc.settings.service_secrets):
-        svc.limiter.failed(ratelimit.SERVICE_AUTH, address)
+        svc.limiter.failed(ratelimit.SERVICE_AUTH, client_address())
         raise errors.ServiceAuthRequired()
 
 
@@ -158,23 +166,25 @@ def require_service(view: F) -> F:
 
 
 def count_failure(limit: str) -> None:
-    """Count a failure the view answers without raising (a redirected error, ``valid: false``)."""
+    """Count a failure the view answers without raising (a redirected error); 429 past the limit."""
     services().limiter.failed(limit, client_address())
 
 
-def rate_limited(limit: str, *, count_errors: bool = True) -> Callable[[F], F]:
-    """Refuse an address over ``limit`` before the view runs; count the 4xx errors the view raises."""
+def rate_limited(limit: str) -> Callable[[F], F]:
+    """Count the 4xx errors the view raises toward ``limit``; past it they answer 429.
+
+    Nothing is refused before the view has evaluated the request, so a valid
+    code, refresh token or cookie succeeds from any address.
+    """
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            limiter, address = services().limiter, client_address()
-            limiter.check(limit, address)
             try:
                 return view(*args, **kwargs)
             except errors.SSOError as exc:
-                if count_errors and 400 <= exc.status < 500:
-                    limiter.failed(limit, address)
+                if 400 <= exc.status < 500:
+                    services().limiter.failed(limit, client_address())
                 raise
 
         return cast(F, wrapper)
@@ -272,7 +282,7 @@ def register_request_hooks(app: Flask) -> None:
         response.headers["X-Request-ID"] = request_id
         duration = time.perf_counter() - getattr(g, "started", time.perf_counter())
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        metrics.REQUESTS.labels(endpoint, metrics.method_label(request.method), str(response.status_code)).inc()
         metrics.LATENCY.labels(endpoint).observe(duration)
         access_log.info(
             "request",

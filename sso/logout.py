@@ -48,10 +48,19 @@ class EndSessionService:
         """An exact allowed redirect URI, or a URI on one of the app origins."""
         return self.clients.redirect_allowed(uri) or _origin(uri) in self.settings.app_origins
 
-    def end_session(self, data: dict[str, Any], cookie_token: str | None) -> LogoutOutcome:
+    def redirect_after_logout(self, data: dict[str, Any]) -> str | None:
+        """Where to send the browser (303) after logout, GET or POST alike (RP-Initiated Logout 1.0 §3):
+        ``post_logout_redirect_uri`` with ``state`` added; InvalidRequest for a URI that is not allowed,
+        raised before anything is done."""
         redirect_uri = data.get("post_logout_redirect_uri")
-        if redirect_uri and not self.post_logout_redirect_allowed(redirect_uri):
+        if not redirect_uri:
+            return None
+        if not self.post_logout_redirect_allowed(redirect_uri):
             raise errors.InvalidRequest("post_logout_redirect_uri: not registered")
+        return append_query(redirect_uri, {"state": data["state"]}) if data.get("state") else redirect_uri
+
+    def end_session(self, data: dict[str, Any], cookie_token: str | None) -> LogoutOutcome:
+        location = self.redirect_after_logout(data)
         ended = False
         hint = data.get("id_token_hint")
         if hint:
@@ -65,7 +74,4 @@ class EndSessionService:
             sid = claims.get("sid")
             if session is not None and isinstance(sid, str) and equals(sid, session.session_id_hash):
                 ended = bool(self.sessions.invalidate(session.user_id, [session.session_id_hash], reason=events.LOGOUT))
-        location = None
-        if redirect_uri:
-            location = append_query(redirect_uri, {"state": data["state"]}) if data.get("state") else redirect_uri
         return LogoutOutcome(ended=ended, redirect_to=location)

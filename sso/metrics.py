@@ -39,7 +39,16 @@ ACTIVITY_PENDING = Gauge("sso_activity_pending", "Activity marks waiting for the
 EVENTS_PUBLISHED = Counter("sso_events_published_total", "Session events published.")
 EVENTS_FAILED = Counter("sso_events_failed_total", "Event publish attempts that failed (retried).")
 EVENTS_DROPPED = Counter("sso_events_dropped_total", "Events dropped because the queue was full.")
+RATE_LIMITED = Counter("sso_rate_limited_total", "Failing requests answered 429, by limit.", ["limit"])
 REDIS_ERRORS = Counter("sso_redis_errors_total", "Requests or background rounds that failed on Redis.", ["where"])
+
+# The methods the service routes or answers (OPTIONS for CORS, HEAD for GET); anything else a
+# client invents is one label value, so clients cannot choose how many series a worker keeps.
+METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS", "PUT", "DELETE", "PATCH"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
 
 
 def render() -> tuple[bytes, str]:

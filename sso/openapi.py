@@ -265,8 +265,8 @@ def _session_paths(spec: APISpec) -> None:
     )  # fmt: skip
     _service_post(
         spec, "/session/validate", tag="session", summary="Validate a session by its hash",
-        description="Marks the session active (debounced). `valid: false` answers count toward "
-                    "SSO_RATE_LIMIT_VALIDATE_FAILURES for the calling address.",
+        description="Marks the session active (debounced). `valid: false` is an answer, not a failure: "
+                    "it is not rate limited.",
         body=schemas.ValidateSessionSchema, answer=(200, ValidationResultSchema, "The session, or `valid: false`."),
     )  # fmt: skip
     spec.path(
@@ -319,10 +319,13 @@ def _browser_paths(spec: APISpec) -> None:
                 "tags": tag, "summary": "Log the browser out", "security": OPTIONAL_COOKIE,
                 "description": "Only from an app origin or the issuer's own (Origin, else Referer). Clears the "
                                "cookie; `invalidate=session` ends its session, `invalidate=all` every session of "
-                               "its user. `invalidate` may come in the query string instead of the body (not in "
-                               "both: a repeated parameter is invalid_request).",
+                               "its user. An allowed `post_logout_redirect_uri` (an exact allowed redirect URI, or "
+                               "on an app origin) is followed with 303 and `state`; another is invalid_request "
+                               "and nothing is done. Parameters may come in the query string instead of the body "
+                               "(not in both: a repeated parameter is invalid_request).",
                 "requestBody": {"required": False, "content": {FORM: {"schema": schemas.LogoutSchema}}},
                 "responses": {"204": {"description": "Logged out; the cookie is cleared."},
+                              **_redirect(303, "Logged out; to the allowed post_logout_redirect_uri."),
                               **_error_responses(400, 403, 413, 415, 503)},
             },
             "get": {
@@ -393,9 +396,9 @@ def _oauth_paths(spec: APISpec) -> None:
         path="/revoke",
         operations={"post": {
             "tags": tag, "summary": "Token revocation (RFC 7009)", "security": [{}, {"service": []}],
-            "description": "A public client (`client_id`) revokes its own tokens; a service caller any. 200 even "
-                           "for unknown tokens or another client's (left alive). A refresh token revokes its "
-                           "whole family.",
+            "description": "A public client (`client_id`) revokes its own tokens; a service caller "
+                           "(`Authorization: Service`; any other scheme is ignored) any. 200 even for unknown "
+                           "tokens or another client's (left alive). A refresh token revokes its whole family.",
             "requestBody": _body(schemas.TokenInputSchema, FORM),
             "responses": {"200": {"description": "Revoked, or nothing to revoke (empty body)."},
                           **_error_responses(*SERVICE_ERRORS)},

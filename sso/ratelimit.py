@@ -1,42 +1,51 @@
 """Failure rate limits per client address: fixed windows counted in Redis (RFC 6585 §4).
 
 What is limited is *failure*, where guessing or abuse would show: failed
-service authentication, failed /token and /authorize requests, and
-``valid: false`` answers of /session/validate. A successful request must not
-pay a Redis round trip for this, so the two halves are split:
+service authentication and failed /token and /authorize requests. The rule
+(SPEC.md, Rate limits): a request that carries a valid credential is always
+evaluated and served, whatever other requests from its address did. Guessing
+is defeated by the credentials' entropy (256-bit codes and tokens, service
+secrets of 32+ characters); the limits shed the load failing traffic causes
+and flag it. So nothing is refused *before* it is evaluated:
 
-- ``failed()`` runs only on the failure path: one Lua call increments the
-  address's counter for the current window (``Prl:<limit>:<window>:<addr>``,
-  created with the window's TTL) and returns the count shared by every worker
-  and instance. When the count reaches the limit, this worker remembers the
-  block until the window ends; past the limit the failing request itself
-  answers 429.
-- ``check()`` runs before the request is evaluated and reads only that
-  in-process memory, so a blocked address is refused without its credential
-  or code being looked at, at no cost to anybody else.
+- ``failed()`` runs only on the failure path. When this worker already knows
+  the address is over the limit, it answers 429 at once, from memory, without
+  a Redis round trip (that is the load shed). Otherwise one Lua call
+  increments the address's counter for the current window
+  (``<prefix>rl:<limit>:<window>:<addr>``, created with the window's TTL) and
+  returns the count shared by every worker and instance; the failure that
+  reaches the limit is logged once (exactly one caller sees that count) and
+  this worker remembers the block until the window ends; every failure past
+  the limit answers 429.
+- A success never touches the limiter, so it costs nothing and is never
+  refused.
 
-A worker that has not seen the address fail yet learns of the block from its
-first failure (the shared count is already past the limit), so a blocked
-address gets at most one more evaluated attempt per worker per window.
-Windows are numbered from the injected clock, so tests advance time instead of
-sleeping. IPv6 addresses are counted per /64, the block one subscriber gets.
+Every worker therefore answers the same way: a failing request from a blocked
+address is 429 (from memory, or from the shared count), a valid one is
+served. Windows are numbered from the injected clock, so tests advance time
+instead of sleeping. IPv6 addresses are counted per /64, the block one
+subscriber gets.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from typing import NoReturn
 
 from config.settings import RateLimit, Settings
+from sso import metrics
 from sso.errors import RateLimited
 from sso.store import RedisStore
+
+log = logging.getLogger("sso.ratelimit")
 
 SERVICE_AUTH = "service_auth"
 TOKEN = "token"  # nosec B105  # the name of a limit
 AUTHORIZE = "authorize"
-VALIDATE = "validate"
 
 
 def limits_from(settings: Settings) -> dict[str, RateLimit | None]:
@@ -44,7 +53,6 @@ def limits_from(settings: Settings) -> dict[str, RateLimit | None]:
         SERVICE_AUTH: settings.rate_limit_service_auth_failures,
         TOKEN: settings.rate_limit_token_failures,
         AUTHORIZE: settings.rate_limit_authorize_failures,
-        VALIDATE: settings.rate_limit_validate_failures,
     }
 
 
@@ -62,7 +70,7 @@ def address_key(address: str | None) -> str:
 
 
 class RateLimiter:
-    """Counts failures in Redis; refuses addresses this worker knows to be over a limit."""
+    """Counts failures in Redis; answers 429 to the failures of an address over a limit."""
 
     def __init__(
         self,
@@ -78,33 +86,46 @@ class RateLimiter:
         self.max_blocks = max_blocks
         self._blocks: dict[tuple[str, str], float] = {}  # (limit, address) -> blocked until
 
-    def check(self, limit: str, address: str | None) -> None:
-        """Raise RateLimited when this worker knows the address is blocked; never touches Redis."""
-        if not self._blocks:
-            return
-        key = (limit, address_key(address))
-        until = self._blocks.get(key)
-        if until is None:
-            return
-        remaining = until - self.clock()
-        if remaining > 0:
-            raise RateLimited(math.ceil(remaining))
-        del self._blocks[key]
-
     def failed(self, limit: str, address: str | None) -> None:
-        """Count one failure; raise RateLimited when the address is now past the limit."""
+        """Count one failure; raise RateLimited when the address is past the limit.
+
+        An address this worker knows to be blocked is refused from memory: its
+        failures cost no Redis round trip until the window ends.
+        """
         rule = self.limits.get(limit)
         if rule is None:
             return
         unit = address_key(address)
         now = self.clock()
+        remaining = self._blocked_for((limit, unit), now)
+        if remaining:
+            self._refuse(limit, remaining)
         window = int(now // rule.seconds)
         until = (window + 1) * rule.seconds
         count = self.store.count_failure(limit, window, unit, ttl=math.ceil(until - now) + 1)
+        if count == rule.count:
+            # Exactly one failure anywhere sees this count: the one place that flags the address.
+            log.warning("rate limit %s reached by %s (%s); its failures answer 429 until the window ends",
+                        limit, unit, rule)  # fmt: skip
         if count >= rule.count:
             self._remember((limit, unit), until)
         if count > rule.count:
-            raise RateLimited(math.ceil(until - now))
+            self._refuse(limit, until - now)
+
+    def _blocked_for(self, key: tuple[str, str], now: float) -> float:
+        """Seconds left of this worker's block on ``key``; 0 when there is none."""
+        until = self._blocks.get(key)
+        if until is None:
+            return 0
+        if until > now:
+            return until - now
+        del self._blocks[key]
+        return 0
+
+    @staticmethod
+    def _refuse(limit: str, remaining: float) -> NoReturn:
+        metrics.RATE_LIMITED.labels(limit).inc()
+        raise RateLimited(math.ceil(remaining))
 
     def _remember(self, key: tuple[str, str], until: float) -> None:
         if key not in self._blocks and len(self._blocks) >= self.max_blocks:

@@ -128,10 +128,14 @@ class SetCookieSchema(ServiceSchema):
 
 
 class LogoutSchema(Schema):
+    """POST /logout; the redirect parameters are RP-Initiated Logout 1.0 §2's, sent as a form."""
+
     class Meta:
         unknown = EXCLUDE
 
     invalidate = Text(load_default=None, validate=validate.OneOf(["session", "all"]))
+    post_logout_redirect_uri = Text(load_default=None, validate=[validate.Length(max=2048), URI])
+    state = Text(load_default=None, validate=validate.Length(max=1024))
 
 
 class UserIdSchema(Schema):

@@ -65,11 +65,15 @@ class BackgroundWorker:
     def publish(self, message: str) -> None:
         """Queue an event; when the queue is full the oldest event is dropped."""
         if len(self._events) == self._events.maxlen:
-            self.dropped_events += 1
-            metrics.EVENTS_DROPPED.inc()
-            log.warning("event queue full; dropping the oldest event")
+            self._dropped(1)
         self._events.append(message)
         self._wake.set()
+
+    def _dropped(self, count: int) -> None:
+        """Every event lost to the bound is counted and logged (README, Events and activity)."""
+        self.dropped_events += count
+        metrics.EVENTS_DROPPED.inc(count)
+        log.warning("event queue full; dropped the %d oldest event(s), %d dropped so far", count, self.dropped_events)
 
     @property
     def pending(self) -> int:
@@ -110,8 +114,13 @@ class BackgroundWorker:
         try:
             self.store.publish_many(batch)
         except RedisError:
-            room = (self._events.maxlen or len(batch)) - len(self._events)
-            self._events.extendleft(reversed(batch[-room:] if room > 0 else []))
+            # Requests kept queueing while the publish was failing: the batch goes back in front of
+            # them, and what no longer fits is its oldest part, counted and logged like any drop.
+            room = max(0, (self._events.maxlen or len(batch)) - len(self._events))
+            kept = batch[len(batch) - room :] if room < len(batch) else batch
+            self._events.extendleft(reversed(kept))
+            if len(kept) < len(batch):
+                self._dropped(len(batch) - len(kept))
             metrics.EVENTS_FAILED.inc(len(batch))
             raise
         self.published += len(batch)

@@ -30,10 +30,13 @@ def test_set_cookie_sets_the_sso_cookie(api, client, services):
 
 @pytest.mark.parametrize("settings_overrides", [{"cookie_domain": "fluxer.test", "cookie_secure": False}])
 def test_set_cookie_honours_domain_and_secure_settings(api, client):
-    """SSO_COOKIE_DOMAIN and SSO_COOKIE_SECURE shape the cookie."""
+    """SSO_COOKIE_DOMAIN and SSO_COOKIE_SECURE shape the cookie; a host-only one left from before is expired."""
     body = api.create("42")
-    header = cookie_header(client.post("/session/set-cookie", json={"token": body["token"]}))
+    response = client.post("/session/set-cookie", json={"token": body["token"]})
+    leftover, header = response.headers.getlist("Set-Cookie")
+    assert header.startswith(f"{COOKIE_NAME}={body['token']};")
     assert "Domain=fluxer.test" in header and "Secure" not in header
+    assert leftover.startswith(f"{COOKIE_NAME}=;") and "Max-Age=0" in leftover and "Domain" not in leftover
 
 
 def test_set_cookie_max_age_is_remaining_life(api, client, clock):
@@ -168,3 +171,68 @@ def test_logout_accepts_same_origin_and_referer(client):
 def test_logout_rejects_unknown_invalidate_value(client):
     response = client.post("/logout", data={"invalidate": "everyone"}, headers={"Origin": APP})
     assert response.status_code == 400 and response.get_json()["error_description"].startswith("invalidate")
+
+
+def test_post_logout_follows_an_allowed_redirect_with_state(api, client):
+    """RP-Initiated Logout 1.0 §2 allows POST: an allowed post_logout_redirect_uri is a 303 with state."""
+    from urllib.parse import parse_qs, urlsplit
+
+    body = api.create("42")
+    client.set_cookie(COOKIE_NAME, body["token"], domain="localhost")
+    form = {"invalidate": "session", "post_logout_redirect_uri": "http://app.test/bye", "state": "s-1"}
+    response = client.post("/logout", data=form, headers={"Origin": APP})
+    assert response.status_code == 303
+    parts = urlsplit(response.headers["Location"])
+    assert (parts.netloc, parts.path, parse_qs(parts.query)) == ("app.test", "/bye", {"state": ["s-1"]})
+    assert cookie_header(response).startswith(f"{COOKIE_NAME}=;")
+    assert response.headers["Cache-Control"] == "no-store"
+    assert api.post("/session/validate", {"token_hash": body["session_id_hash"]}).get_json() == {"valid": False}
+    plain = client.post("/logout", data={"post_logout_redirect_uri": "http://app.test/oauth/callback"},
+                        headers={"Origin": APP})  # fmt: skip
+    assert plain.status_code == 303 and plain.headers["Location"] == "http://app.test/oauth/callback"
+
+
+@pytest.mark.parametrize("uri", ["http://evil.test/bye", "https://app.test/bye", "http://app.test@evil.test/"])
+def test_post_logout_refuses_a_foreign_redirect_before_acting(api, client, uri):
+    """A redirect URI that is not allowed is 400 and nothing happens: no redirect, the cookie and session stay."""
+    body = api.create("42")
+    client.set_cookie(COOKIE_NAME, body["token"], domain="localhost")
+    form = {"invalidate": "all", "post_logout_redirect_uri": uri}
+    response = client.post("/logout", data=form, headers={"Origin": APP})
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_request"
+    assert "Location" not in response.headers and "Set-Cookie" not in response.headers
+    assert api.post("/session/validate", {"token_hash": body["session_id_hash"]}).get_json()["valid"] is True
+
+
+@pytest.fixture
+def raw_client(app):
+    """A client without a cookie jar, so the Cookie header the test writes is the one the app reads."""
+    return app.test_client(use_cookies=False)
+
+
+def two_sso_cookies(first: str, second: str) -> dict[str, str]:
+    """The Cookie header a browser sends when a sibling subdomain planted a second SSO cookie (its path first)."""
+    return {"Cookie": f"{COOKIE_NAME}={first}; {COOKIE_NAME}={second}"}
+
+
+def test_two_sso_cookies_are_trusted_at_authorize_in_neither_order(oauth, api, raw_client):
+    """A planted second cookie (the planter's live session) gets no code for either session: login instead."""
+    victim = api.create("42")
+    planter = api.create("666")
+    for pair in ((planter["token"], victim["token"]), (victim["token"], planter["token"])):
+        response = raw_client.get("/authorize", query_string=oauth.authorize_params(), headers=two_sso_cookies(*pair))
+        assert response.status_code == 302
+        assert response.headers["Location"].startswith("http://app.test/login"), response.headers["Location"]
+    single = raw_client.get("/authorize", query_string=oauth.authorize_params(),
+                        headers={"Cookie": f"{COOKIE_NAME}={victim['token']}"})  # fmt: skip
+    assert "code=" in single.headers["Location"]
+
+
+def test_two_sso_cookies_end_no_session_at_logout(api, raw_client):
+    """POST /logout with two SSO cookies ends neither session (it still clears ours)."""
+    victim = api.create("42")
+    planter = api.create("666")
+    headers = {**two_sso_cookies(planter["token"], victim["token"]), "Origin": APP}
+    assert raw_client.post("/logout", data={"invalidate": "all"}, headers=headers).status_code == 204
+    for s in (victim, planter):
+        assert api.post("/session/validate", {"token_hash": s["session_id_hash"]}).get_json()["valid"] is True

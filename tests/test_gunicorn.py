@@ -141,6 +141,7 @@ def test_metrics_sum_across_workers_and_logs_are_json(settings, redis):
     assert metric_value(text, "sso_sessions_created_total") == 30
     assert metric_value(text, "sso_http_requests_total", endpoint="/session/create", method="POST", status="201") == 30
     lines = [line for line in srv.log.splitlines() if line.strip()]
+    assert [line for line in lines if not line.startswith("{")] == []
     parsed = [json.loads(line) for line in lines]  # raises if any line is not JSON
     access = [p for p in parsed if p.get("logger") == "sso.access"]
     assert len(access) >= 31 and {p["path"] for p in access} >= {"/session/create", "/metrics"}
@@ -195,3 +196,26 @@ def test_reload_under_load_loses_no_request_and_no_activity(settings, redis, pre
     assert srv.log.count("Booting worker") >= 4  # the reload really replaced the workers
     for n, body in enumerate(sessions):
         assert int(redis.hget(Keys(prefix).session(body["session_id_hash"]), "last_active_at")) > 1000, n
+
+
+def test_both_workers_serve_the_right_secret_and_refuse_failures_alike(settings, redis):
+    """Past the service-auth limit, both gevent workers answer failures 429 and every right secret 2xx."""
+    env = server_env(settings, SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES="3/day")  # no window ends mid-test
+    srv = GunicornServer(env, workers=2)
+    srv.start()
+    try:
+        attacker = {"X-Forwarded-For": "203.0.113.66"}  # gunicorn alone: ProxyFix trusts the one hop we are
+        wrong = {**attacker, "Authorization": "Service wrong-secret-wrong-secret-wrong-secret"}
+
+        def call(headers: dict[str, str]) -> int:
+            # a new connection each time, so both workers take their share
+            url = f"{srv.url}/session/create"
+            return requests.post(url, json={"user_id": "42"}, headers=headers, timeout=5).status_code
+
+        burst = [call(wrong) for _ in range(10)]
+        assert burst[:3] == [401, 401, 401] and set(burst[3:]) == {429}
+        after = [call({**attacker, **HEADERS}) if n % 2 else call(wrong) for n in range(40)]
+        assert after[1::2] == [201] * 20, after
+        assert set(after[0::2]) == {429}, after
+    finally:
+        srv.stop()

@@ -157,7 +157,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def hostile_client(redis_url, key_pair):
     """One app for the whole module (hundreds of requests), rate limits off so every input is evaluated."""
     prefix = f"t{uuid.uuid4().hex[:12]}:"
-    limits = {f"rate_limit_{n}_failures": None for n in ("service_auth", "token", "authorize", "validate")}
+    limits = {f"rate_limit_{n}_failures": None for n in ("service_auth", "token", "authorize")}
     app = create_app(make_settings(redis_url, prefix, key_pair, **limits))
     yield app.test_client()
     services = app.extensions["sso"]

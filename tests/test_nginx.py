@@ -282,3 +282,101 @@ def test_whole_oauth_flow_through_nginx_uses_the_https_issuer(nginx, https_port)
         "GET", "/userinfo", headers={"Authorization": f"Bearer {refreshed.json()['access_token']}"}
     )
     assert userinfo.status_code == 200 and userinfo.json()["sub"] == "42"
+
+
+class ClosingUpstream:
+    """An upstream that accepts each connection and closes it unanswered (nginx: "upstream prematurely closed")."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:  # closed by stop()
+                return
+            connection.close()
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("upstream", ["refused", "closed"])
+def test_upstream_errors_keep_tokens_out_of_the_error_log(upstream):
+    """A 502 at /logout or /authorize leaves no id_token_hint, state or nonce in nginx's logs; others still log."""
+    closing = ClosingUpstream() if upstream == "closed" else None
+    server = NginxServer(closing.port if closing else free_port())
+    server.start()
+    marks = {name: f"{name}-{uuid.uuid4().hex}" for name in ("id_token_hint", "state", "nonce")}
+    try:
+        assert server.request("GET", "/logout", params=marks).status_code == 502
+        assert server.request("GET", "/authorize", params={**marks, "client_id": "fluxer"}).status_code == 502
+        assert server.request("POST", "/logout", data=marks, headers={"Origin": "http://app.test"}).status_code == 502
+        assert server.request("POST", "/token", data={"grant_type": "x"}).status_code == 502
+        # nginx logs the /token failure as usual: the log is written and the operator still sees upstream trouble
+        error_log = wait_for(lambda: "/token" in (text := server.read_log("error.log")) and text,
+                             timeout=5, what="the /token upstream error")  # fmt: skip
+        access_log = wait_for(lambda: (text := server.read_log("access.log")).count("\n") >= 4 and text,
+                              timeout=5, what="four access-log lines")  # fmt: skip
+    finally:
+        server.stop()
+        if closing:
+            closing.stop()
+    assert "upstream" in error_log
+    for mark in marks.values():
+        assert mark not in error_log and mark not in access_log
+    assert '"GET /logout HTTP/1.1" 502' in access_log and '"GET /authorize HTTP/1.1" 502' in access_log
+
+
+def test_service_revoke_is_not_reachable_from_outside(nginx_outside):
+    """From the internet /revoke with Authorization: Service gets nginx's 403 whatever the secret: no oracle."""
+    wrong = {"Authorization": "Service wrong-secret-wrong-secret-wrong-secret"}
+    for headers in (HEADERS, wrong, {"Authorization": "service"}):
+        response = nginx_outside.request("POST", "/revoke", data={"token": "x"}, headers=headers)
+        assert (response.status_code, response.json()) == (403, DENIED)
+    public = nginx_outside.request("POST", "/revoke", data={"token": "x", "client_id": "fluxer"})
+    assert public.status_code == 200
+    basic = nginx_outside.request(
+        "POST", "/revoke", data={"token": "x", "client_id": "fluxer"}, headers={"Authorization": "Basic Zmx1eGVyOg=="}
+    )
+    assert basic.status_code == 200  # a client library's Basic header is no service login
+
+
+def test_the_internal_revoke_location_is_not_reachable_directly(nginx):
+    """The location that carries service revocations is internal: asked for by name it is nginx's 404, as JSON."""
+    response = nginx.request("POST", "/_fluxer_sso_service_revoke", data={"token": "x"}, headers=HEADERS)
+    assert response.status_code == 404
+    assert response.json() == {"error": "not_found", "error_description": "No such endpoint."}
+
+
+def test_service_revoke_works_from_an_internal_network(nginx):
+    """API instances on the internal networks revoke any token with the service secret, through nginx."""
+    assert nginx.request("POST", "/revoke", data={"token": "x"}, headers=HEADERS).status_code == 200
+    wrong = {"Authorization": "Service wrong-secret-wrong-secret-wrong-secret"}
+    response = nginx.request("POST", "/revoke", data={"token": "x"}, headers=wrong)
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+
+
+def test_invented_methods_do_not_grow_the_metrics(nginx):
+    """Random request methods through nginx collapse into one method label, so clients cannot add series."""
+    import random
+    import string
+
+    rng = random.Random(7)
+    for _ in range(60):
+        method = "".join(rng.choices(string.ascii_uppercase, k=8))
+        nginx.request(method, "/_health")
+    text = nginx.request("GET", "/metrics", headers=HEADERS).text
+    methods = {
+        line.split('method="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith("sso_http_requests_total{")
+    }
+    assert "other" in methods and methods <= {"GET", "HEAD", "POST", "OPTIONS", "PUT", "DELETE", "PATCH", "other"}

@@ -100,6 +100,30 @@ def test_metrics_need_service_auth_and_count(client, api, oauth):
     assert "sso_http_request_duration_seconds_bucket" in after
 
 
+def test_invented_request_methods_share_one_metrics_label(client, api):
+    """The method label takes the methods HTTP defines; anything a client invents is "other", so
+    400 random methods add one series, not 400 (each kept by every worker until it restarts)."""
+    from prometheus_client import REGISTRY
+
+    def series() -> set[str]:
+        return {
+            sample.labels["method"]
+            for metric in REGISTRY.collect()
+            if metric.name == "sso_http_requests"
+            for sample in metric.samples
+        }
+
+    before = series()
+    for n in range(400):
+        assert client.open("/_health", method=f"X{n:03d}RANDOM").status_code == 405
+    client.open("/_health", method="GET")
+    added = series() - before
+    assert added <= {"other", "GET"} and "other" in series()
+    labels = {"endpoint": "unmatched", "method": "other", "status": "405"}  # a 405 matches no rule
+    assert metric_value(client.get("/metrics", headers=api.headers).get_data(as_text=True),
+                        "sso_http_requests_total", **labels) >= 400  # fmt: skip
+
+
 # -- CLI -----------------------------------------------------------------------------
 
 

@@ -55,7 +55,7 @@ def test_records_no_activity(api, clock, services, redis, prefix):
     assert redis.hget(key, "last_active_at") == before
 
 
-@pytest.mark.parametrize("settings_overrides", [{"rate_limit_validate_failures": RateLimit(2, 60)}])
+@pytest.mark.parametrize("settings_overrides", [{"rate_limit_service_auth_failures": RateLimit(2, 60)}])
 def test_counts_toward_no_rate_limit(api, redis, prefix):
     """Many `false` answers neither write a rate-limit counter nor block validation or status."""
     live = api.create("42")

@@ -34,14 +34,14 @@ def test_lists_and_derivations(env):
     s = load_settings(
         {
             **env,
-            "SSO_SERVICE_SECRET": "old-secret-old-secret, new-secret-new-secret",
+            "SSO_SERVICE_SECRET": "old-secret-old-secret-old-secret-0, new-secret-new-secret-new-secret-1",
             "SSO_APP_ORIGINS": "https://app.fluxer.test, https://admin.fluxer.test/",
             "SSO_CLIENTS": "fluxer,fluxer-admin",
             "SSO_COOKIE_SECURE": "false",
             "SSO_ISSUER": "https://sso.fluxer.test/",
         }
     )
-    assert s.service_secrets == ("old-secret-old-secret", "new-secret-new-secret")
+    assert s.service_secrets == ("old-secret-old-secret-old-secret-0", "new-secret-new-secret-new-secret-1")
     assert s.app_origins == ("https://app.fluxer.test", "https://admin.fluxer.test")
     assert s.allowed_redirect_uris == (
         "https://app.fluxer.test/oauth/callback",
@@ -57,19 +57,25 @@ def test_rate_limits(env):
     s = load_settings(env)
     assert s.rate_limit_service_auth_failures == RateLimit(20, 60)
     assert s.rate_limit_token_failures == RateLimit(60, 60) == s.rate_limit_authorize_failures
-    assert s.rate_limit_validate_failures == RateLimit(6000, 60)
     s = load_settings(
         {
             **env,
             "SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES": "5/second",
             "SSO_RATE_LIMIT_TOKEN_FAILURES": "100 / 2 hours",
-            "SSO_RATE_LIMIT_AUTHORIZE_FAILURES": "off",
-            "SSO_RATE_LIMIT_VALIDATE_FAILURES": "0/minute",
+            "SSO_RATE_LIMIT_AUTHORIZE_FAILURES": "0/minute",
         }
     )
     assert s.rate_limit_service_auth_failures == RateLimit(5, 1)
     assert s.rate_limit_token_failures == RateLimit(100, 7200)
-    assert s.rate_limit_authorize_failures is None and s.rate_limit_validate_failures is None
+    assert s.rate_limit_authorize_failures is None
+    assert load_settings({**env, "SSO_RATE_LIMIT_TOKEN_FAILURES": "off"}).rate_limit_token_failures is None
+
+
+def test_the_removed_validate_limit_variable_is_ignored(env):
+    """/session/validate is not limited any more (README, Rate limits): a leftover setting, even a bad one,
+    does not stop the service."""
+    s = load_settings({**env, "SSO_RATE_LIMIT_VALIDATE_FAILURES": "lots"})
+    assert s.rate_limit_service_auth_failures == RateLimit(20, 60)
 
 
 def test_escaped_newlines_in_pems_are_accepted(env):
@@ -89,6 +95,8 @@ def test_escaped_newlines_in_pems_are_accepted(env):
         ({"SSO_JWT_PUBLIC_KEY": "not a pem"}, "SSO_JWT_PUBLIC_KEY"),
         ({"SSO_SERVICE_SECRET": ""}, "SSO_SERVICE_SECRET"),
         ({"SSO_SERVICE_SECRET": "short"}, "SSO_SERVICE_SECRET"),
+        ({"SSO_SERVICE_SECRET": "s" * 31}, "SSO_SERVICE_SECRET"),
+        ({"SSO_SERVICE_SECRET": f"{'a' * 32},{'b' * 31}"}, "SSO_SERVICE_SECRET"),
         ({"SSO_ACCESS_TOKEN_TTL": "ten"}, "SSO_ACCESS_TOKEN_TTL"),
         ({"SSO_SESSION_TTL": "-5"}, "SSO_SESSION_TTL"),
         ({"SSO_REFRESH_TOKEN_TTL": "0"}, "SSO_REFRESH_TOKEN_TTL"),
@@ -109,7 +117,6 @@ def test_escaped_newlines_in_pems_are_accepted(env):
         ({"SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES": "lots"}, "SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES"),
         ({"SSO_RATE_LIMIT_TOKEN_FAILURES": "10/fortnight"}, "SSO_RATE_LIMIT_TOKEN_FAILURES"),
         ({"SSO_RATE_LIMIT_AUTHORIZE_FAILURES": "5/0minutes"}, "SSO_RATE_LIMIT_AUTHORIZE_FAILURES"),
-        ({"SSO_RATE_LIMIT_VALIDATE_FAILURES": "-1/minute"}, "SSO_RATE_LIMIT_VALIDATE_FAILURES"),
     ],
 )
 def test_bad_variables_name_themselves(env, change, variable):

@@ -13,6 +13,7 @@ from sso.events import envelope
 from sso.store import RedisStore
 from sso.worker import BackgroundWorker
 from tests.redis_server import RedisServer, has_redis_server
+from tests.waiting import wait_for
 
 
 def test_mark_inside_interval_is_ignored(services, clock):
@@ -92,6 +93,67 @@ def test_failed_flush_keeps_everything_for_the_retry(settings, key_pair, clock):
         assert json.loads(message["data"])["id"] == entry_id
         subscriber.close()
     finally:
+        client.close()
+        server.cleanup()
+
+
+@pytest.mark.skipif(not has_redis_server(), reason="needs redis-server to stop")
+def test_events_lost_to_a_failed_publish_are_counted_and_logged(settings, clock, caplog):
+    """Redis stopped mid-publish while requests keep queueing: the batch's oldest events that no longer fit
+    are counted (dropped_events, sso_events_dropped_total) and logged; the newest are kept, in order."""
+    import json
+    import signal
+    import threading
+
+    import redis as redis_lib
+    from prometheus_client import REGISTRY
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    server = RedisServer()
+    server.start()
+    # no retry and a short timeout: the publish fails once, soon, against the stopped server
+    client = redis_lib.Redis(port=server.port, socket_timeout=0.5, decode_responses=True, retry=Retry(NoBackoff(), 0))
+    try:
+        store = RedisStore(client, settings.redis_prefix)
+        worker = BackgroundWorker(store, interval=300, clock=clock, max_events=3)
+        for n in range(3):
+            worker.publish(envelope("session-created", str(n), [], clock.now))
+        client.ping()  # connected before the server stops, so the publish hangs instead of being refused
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)  # a stopped Redis: the publish hangs until its timeout
+        failed: list[BaseException] = []
+
+        def publish() -> None:
+            try:
+                worker.run_once()
+            except RedisError as exc:
+                failed.append(exc)
+
+        before = REGISTRY.get_sample_value("sso_events_dropped_total") or 0.0
+        with caplog.at_level("WARNING", logger="sso.worker"):
+            thread = threading.Thread(target=publish)
+            thread.start()
+            wait_for(lambda: worker.pending == 0, timeout=5, what="the batch to be taken for publishing")
+            for n in (3, 4):  # requests keep queueing while the publish hangs
+                worker.publish(envelope("session-created", str(n), [], clock.now))
+            thread.join(10)
+        assert failed and not thread.is_alive()
+        assert worker.pending == 3 and worker.dropped_events == 2
+        assert (REGISTRY.get_sample_value("sso_events_dropped_total") or 0.0) - before == 2
+        assert any("dropped the 2 oldest" in r.getMessage() for r in caplog.records if r.name == "sso.worker")
+
+        server.proc.send_signal(signal.SIGCONT)
+        subscriber = client.pubsub(ignore_subscribe_messages=True)
+        subscriber.subscribe(store.events_channel)
+        subscriber.get_message(timeout=1)
+        worker.run_once()
+        received = [subscriber.get_message(timeout=2) for _ in range(3)]
+        assert [json.loads(m["data"])["user_id"] for m in received if m] == ["2", "3", "4"]
+        subscriber.close()
+    finally:
+        if server.proc is not None:
+            server.proc.send_signal(signal.SIGCONT)
         client.close()
         server.cleanup()
 

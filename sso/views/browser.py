@@ -62,19 +62,21 @@ def _request_origin() -> str | None:
 
 @bp.post("/logout")
 @use_schema(LogoutSchema, location="values")
-def logout(data: dict[str, Any]) -> Response:
+def logout(data: dict[str, Any]) -> BaseResponse:
+    """Clears the cookie (and ends sessions on request); 303 to an allowed ``post_logout_redirect_uri``."""
     svc = services()
     if _request_origin() not in _trusted_origins():
         raise errors.Forbidden("Logout is accepted only from a Fluxer app origin.")
+    location = svc.end_session.redirect_after_logout(data)
     token = sso_cookie(request)
     session = svc.sessions.from_token(token) if token else None
     if session is not None and data["invalidate"] == "session":
         svc.sessions.invalidate(session.user_id, [session.session_id_hash], reason=events.LOGOUT)
     elif session is not None and data["invalidate"] == "all":
         svc.sessions.invalidate_all(session.user_id)
-    response = no_store(Response(status=204))
+    response = redirect(location, 303) if location else Response(status=204)
     clear_sso_cookie(response, svc.settings)
-    return response
+    return no_store(response)
 
 
 @bp.get("/logout")

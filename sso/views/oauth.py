@@ -17,6 +17,7 @@ from sso.http import (
     note_user,
     rate_limited,
     require_service,
+    service_credentials,
     services,
     use_schema,
 )
@@ -77,9 +78,11 @@ def introspect(data: dict[str, Any]) -> Response:
 @bp.post("/revoke")
 @use_schema(TokenInputSchema, location="form")
 def revoke(data: dict[str, Any]) -> Response:
+    """A client revokes its own tokens by ``client_id``; only ``Authorization: Service`` selects the
+    service branch, so a client library's ``Basic`` header is not a failed service login."""
     svc = services()
     client_id: str | None = None
-    if request.headers.get("Authorization"):
+    if service_credentials() is not None:
         authenticate_service()
     elif svc.clients.known(data["client_id"]):
         client_id = data["client_id"]

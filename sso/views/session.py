@@ -7,8 +7,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from marshmallow import ValidationError
 
-from sso import errors, events, ratelimit
-from sso.http import count_failure, no_store, note_user, rate_limited, require_service, services, use_schema
+from sso import errors, events
+from sso.http import no_store, note_user, require_service, services, use_schema
 from sso.schemas import (
     CreateSessionSchema,
     InvalidateAllSchema,
@@ -47,12 +47,12 @@ def create(data: dict[str, Any]) -> tuple[Response, int]:
 
 @bp.post("/validate")
 @require_service
-@rate_limited(ratelimit.VALIDATE, count_errors=False)
 @use_schema(ValidateSessionSchema)
 def validate(data: dict[str, Any]) -> Response:
+    """Not rate limited: ``valid: false`` is an honest answer for a logged-out user, and the hashes
+    of anonymous visitors' tokens pass through the calling API instance (README, Rate limits)."""
     session = services().sessions.validate(data["token_hash"])
     if session is None:
-        count_failure(ratelimit.VALIDATE)
         return no_store(jsonify(valid=False))
     note_user(session.user_id)
     return no_store(jsonify(valid=True, session=session.to_json()))
