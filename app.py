@@ -14,6 +14,7 @@ from config.settings import Settings, load_settings
 from sso.authorization import AuthorizationService
 from sso.cli import sso as sso_cli
 from sso.clients import ClientRegistry
+from sso.connections import Client
 from sso.context import OAuthContext
 from sso.discovery import discovery_json
 from sso.grants import GrantService
@@ -25,7 +26,7 @@ from sso.ratelimit import RateLimiter, limits_from
 from sso.sessions import SessionService
 from sso.store import RedisStore
 from sso.tokens import TokenService
-from sso.topology import Client, connect, parse_redis_url
+from sso.topology import connect, parse_redis_url
 from sso.views import browser, meta, oauth, session
 from sso.worker import BackgroundWorker
 
