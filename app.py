@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
+from config.redis_url import parse_redis_url
 from config.settings import Settings, load_settings
 from sso.authorization import AuthorizationService
 from sso.cli import sso as sso_cli
@@ -24,7 +25,7 @@ from sso.openapi import openapi_json
 from sso.ratelimit import RateLimiter, limits_from
 from sso.sessions import SessionService
 from sso.store import RedisStore
-from sso.store.topology import Client, connect, parse_redis_url
+from sso.store.connections import Client, connect
 from sso.tokens import TokenService
 from sso.views import browser, meta, oauth, session
 from sso.worker import BackgroundWorker
@@ -55,7 +56,7 @@ class Services:
 
 
 def redis_client(url: str) -> Client:
-    """A pooled client with short timeouts, so a dead Redis fails fast and closed (sso/store/topology.py)."""
+    """A pooled client with short timeouts, so a dead Redis fails fast and closed (sso/store/connections.py)."""
     return connect(parse_redis_url(url), timeout=REDIS_TIMEOUT)
 
 

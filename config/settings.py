@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sso.store.topology import parse_redis_url
+from config.redis_url import parse_redis_url
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
 PREFIX_RE = re.compile(r"^[A-Za-z0-9:_.-]{0,32}$")
@@ -222,7 +222,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     redis_url = env.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
     try:
         parse_redis_url(redis_url)
-    except ValueError as exc:  # the message names no secret (sso/store/topology.py)
+    except ValueError as exc:  # the message names no secret (config/redis_url.py)
         raise ConfigError("REDIS_URL", str(exc)) from None
 
     issuer = _http_url("SSO_ISSUER", env.get("SSO_ISSUER", "").strip() or "http://localhost:8090")

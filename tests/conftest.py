@@ -24,9 +24,10 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from config.keygen import generate_key_pair
+from config.redis_url import parse_redis_url
 from config.settings import Settings
 from sso.store import Keys
-from sso.store.topology import connect, parse_redis_url
+from sso.store.connections import connect
 from tests.redis_server import RedisServer, has_redis_server, redis_server_binary
 from tests.topologies import Cluster, SentinelSet, factory, started
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
+from config.redis_url import parse_redis_url
+from sso.store.connections import connect, node_for_key
 from sso.store.layout import Keys, user_bucket
-from sso.store.topology import connect, node_for_key, parse_redis_url
 from tests.conftest import SERVICE_SECRET
 from tests.server import GunicornServer, LiveFlow, server_env
 from tests.topologies import Cluster, SentinelSet

@@ -7,9 +7,12 @@ The failover tests run against private Sentinel sets and clusters on loopback
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,12 +21,14 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from app import create_app
+from config.redis_url import RedisTarget, parse_redis_url
 from config.settings import ConfigError, load_settings
-from sso.store.topology import RedisTarget, connect, node_for_key, parse_redis_url, primaries
+from sso.store.connections import connect, node_for_key, primaries
 from tests.conftest import SERVICE_SECRET, make_settings
 from tests.topologies import Cluster, SentinelSet
 from tests.waiting import wait_for
 
+ROOT = Path(__file__).resolve().parent.parent
 SECRET = "hunter2-Sup3r-secret"
 TIMEOUT = 1.0
 SCRIPT = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])"
@@ -533,3 +538,10 @@ def test_cluster_with_no_reachable_seed_fails_at_connect() -> None:
         connect(parse_redis_url(f"redis+cluster://u:{SECRET}@127.0.0.1:1,127.0.0.1:2"), timeout=0.2)
     assert not isinstance(caught.value, redis.RedisError)  # not a ConnectionError: callers must catch it
     assert SECRET not in str(caught.value)
+
+
+def test_validating_settings_imports_no_redis_py() -> None:
+    """gunicorn's master validates the settings before gevent patches its workers: no redis, so no early ssl."""
+    code = "import sys, config.settings; print(sorted({'redis', 'ssl'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout.strip() == "[]"

@@ -25,8 +25,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MovedError, NoScriptError, RedisError, TimeoutError
 from redis.typing import EncodableT
 
+from sso.store.connections import Client
 from sso.store.scripts import NAMES, source
-from sso.store.topology import Client
 
 T = TypeVar("T")
 WAIT_TIMEOUT_MS = 500  # well inside the 1 s socket timeout
