@@ -10,6 +10,9 @@ them together for the rest of the service, which calls nothing else.
 
 from __future__ import annotations
 
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisError
+
 from sso.store.codes import FAMILIES_PER_SESSION, CodeIssue, Codes, Redemption
 from sso.store.counters import Counters
 from sso.store.eventlog import EventLog
@@ -32,6 +35,10 @@ __all__ = [
     "Revoked",
     "Rotation",
 ]
+
+
+class NotWritable(RedisError):
+    """Redis answers but would not keep a write (a cluster with an uncovered slot)."""
 
 
 class RedisStore:
@@ -86,6 +93,15 @@ class RedisStore:
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
+
+    def check_writable(self) -> None:
+        """Raise RedisError unless a write lands now (``/_health``): one SET with a short TTL, which a
+        demoted master refuses (READONLY); on a cluster, also every slot must be served."""
+        self.redis.set(self.keys.health, "1", px=10_000)
+        if isinstance(self.redis, RedisCluster):
+            info = self.redis.cluster_info()
+            if info.get("cluster_state") != "ok":
+                raise NotWritable("the cluster does not serve every slot")
 
     @property
     def event_log_key(self) -> str:

@@ -26,6 +26,7 @@ Key names (``P`` is ``SSO_REDIS_PREFIX``, ``T`` the bucket's tag)::
     P{T}:r:<id>     string  the answer of one invalidation request, for its retry, 60 s
     Prl:<limit>:<window>:<addr>   string  failures in one rate window
     Pevent-log      stream  the durable event log (sso/store/eventlog.py)
+    Phealth         string  written by /_health to prove a write lands, 10 s
 """
 
 from __future__ import annotations
@@ -183,6 +184,7 @@ class Keys:
         self._bases = tuple(f"{prefix}{{{tag}}}:" for tag in BUCKET_TAGS)
         self.events_channel = f"{prefix}events"
         self.event_log = f"{prefix}event-log"
+        self.health = f"{prefix}health"
 
     def base(self, bucket: int) -> str:
         return self._bases[bucket]

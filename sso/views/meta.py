@@ -40,9 +40,10 @@ def openapi() -> Response:
 @bp.get("/_health")
 def health() -> tuple[Response, int]:
     try:
-        services().store.ping()
+        services().store.check_writable()
     except RedisError:
-        body = {"status": "unavailable", "error": "temporarily_unavailable", "error_description": "Redis is down."}
+        body = {"status": "unavailable", "error": "temporarily_unavailable",
+                "error_description": "Redis does not take writes."}  # fmt: skip
         return no_store(jsonify(body)), 503
     return no_store(jsonify(status="ok")), 200
 
