@@ -91,12 +91,8 @@ class Runner:
 
     def batch(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[EncodableT]]]) -> list[Any]:
         """Run one script many times, pipelined: one round trip per node (results in call order)."""
-        script = self._scripts[name]
         if not isinstance(self.client, RedisCluster):
-            pipe = self.client.pipeline(transaction=False)
-            for keys, args in calls:
-                script(keys=list(keys), args=list(args), client=pipe)
-            return list(pipe.execute())
+            return self._pipelined(self.client, name, calls)
         groups: dict[str, list[int]] = defaultdict(list)
         nodes: dict[str, Any] = {}
         for i, (keys, _) in enumerate(calls):
@@ -104,18 +100,35 @@ class Runner:
             groups[node.name].append(i)
             nodes[node.name] = node
         results: list[Any] = [None] * len(calls)
-        for name_, indexes in groups.items():
-            conn = self.client.get_redis_connection(nodes[name_])
-            pipe = conn.pipeline(transaction=False)
-            for i in indexes:
-                keys, args = calls[i]
-                script(keys=list(keys), args=list(args), client=pipe)
+        for node_name, indexes in groups.items():
+            group = [calls[i] for i in indexes]
             try:
-                answers = pipe.execute()
+                answers = self._pipelined(self.client.get_redis_connection(nodes[node_name]), name, group)
             except (MovedError, RedisConnectionError, TimeoutError):
                 # the slot map moved under us: one call at a time, routed by the cluster client
                 self.client.nodes_manager.initialize()
-                answers = [script(keys=list(calls[i][0]), args=list(calls[i][1])) for i in indexes]
+                answers = [self.run(name, keys, args) for keys, args in group]
             for i, answer in zip(indexes, answers, strict=True):
                 results[i] = answer
         return results
+
+    def _pipelined(
+        self, node: redis.Redis, name: str, calls: Sequence[tuple[Sequence[str], Sequence[EncodableT]]]
+    ) -> list[Any]:
+        """EVALSHA per call in one pipeline; a node without the script (new, restarted) gets it once.
+
+        Not redis-py's Script-in-pipeline, which asks SCRIPT EXISTS before every batch.
+        """
+        script = self._scripts[name]
+
+        def send() -> list[Any]:
+            pipe = node.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return list(pipe.execute())
+
+        try:
+            return send()
+        except NoScriptError:
+            node.script_load(script.script)
+            return send()
