@@ -92,7 +92,7 @@ def test_redis_down_answers_503_fast_and_recovers(settings, clock, service_heade
         response = client.post("/session/create", json={"user_id": "1"}, headers=service_headers)
         assert time.monotonic() - started < 2.5
         assert_json_error(response, 503, "temporarily_unavailable")
-        validate = client.post("/session/validate", json={"token_hash": "a" * 43}, headers=service_headers)
+        validate = client.post("/session/validate", json={"token_hash": "A" * 43}, headers=service_headers)
         assert_json_error(validate, 503, "temporarily_unavailable")
         health = client.get("/_health")
         assert health.status_code == 503 and health.get_json()["status"] == "unavailable"
