@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
 PREFIX_RE = re.compile(r"^[A-Za-z0-9:_.-]{0,32}$")
@@ -52,7 +53,7 @@ class Settings:
     jwt_public_key: str = field(repr=False)
     service_secrets: tuple[str, ...] = field(repr=False)
     port: int = 8090
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = DEFAULT_REDIS_URL
     issuer: str = "http://localhost:8090"
     access_token_ttl: int = 900
     refresh_token_ttl: int = 2592000
@@ -181,7 +182,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if port > 65535:
         raise ConfigError("SSO_PORT", f"must be at most 65535, got {port}")
 
-    redis_url = env.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
+    redis_url = env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
     if urlsplit(redis_url).scheme not in REDIS_SCHEMES:
         raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
 
