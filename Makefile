@@ -30,7 +30,7 @@ keys: install                      ## print a fresh RSA-2048 key pair and servic
 
 run: install $(VENV)/.devredis     ## gunicorn + gevent on $SSO_PORT (a development .env and Redis if none)
 	@$(PY) -m config.keygen --ensure $(SSO_ENV_FILE)
-	SSO_ENV_FILE=$(SSO_ENV_FILE) $(PY) -m config.devrun $(DEVRUN_FLAGS) -- $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py wsgi:app
+	$(PY) -m config.devrun --env-file $(SSO_ENV_FILE) $(DEVRUN_FLAGS) -- $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py wsgi:app
 
 test: install-dev                  ## the whole suite (starts its own redis-server, or the shipped valkey-server)
 	$(PY) -m pytest

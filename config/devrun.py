@@ -1,6 +1,6 @@
 """`make run`'s launcher: gunicorn, plus a private development Redis where there is none.
 
-``python -m config.devrun [--data-dir DIR] [--default-url URL] -- gunicorn ...``
+``python -m config.devrun [--env-file .env] [--data-dir DIR] [--default-url URL] -- gunicorn ...``
 
 Only the Makefile's ``run`` target calls this. systemd, the container image and a
 gunicorn started by hand run gunicorn directly, so a deployment never gets a server
@@ -209,6 +209,7 @@ class Supervisor:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m config.devrun", description=__doc__.splitlines()[0])
+    parser.add_argument("--env-file", default=os.environ.get("SSO_ENV_FILE", ".env"), help="the .env gunicorn reads")
     parser.add_argument("--data-dir", type=Path, default=Path(".dev-redis"), help="the private server's data")
     parser.add_argument("--default-url", default=DEFAULT_REDIS_URL, help="where to look for a running Redis")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- gunicorn and its arguments")
@@ -223,7 +224,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     command: list[str] = args.command
-    if configured_url(os.environ, os.environ.get("SSO_ENV_FILE", ".env")) is not None:
+    os.environ["SSO_ENV_FILE"] = args.env_file  # what gunicorn reads: the file looked at here
+    if configured_url(os.environ, args.env_file) is not None:
         os.execvp(command[0], command)  # nosec B606  # the Makefile's own command line
     if answers(args.default_url):
         os.execvpe(command[0], command, {**os.environ, "REDIS_URL": args.default_url})  # nosec B606
