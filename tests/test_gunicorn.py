@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -163,19 +164,20 @@ def test_reload_under_load_loses_no_request_and_no_activity(settings, redis, pre
         statuses: list[int] = []
         stop = threading.Event()
 
+        turns = itertools.count()  # shared: the threads go round the sessions together, none is left out
+
         def load() -> None:
-            n = 0
             while not stop.is_set():
-                body = sessions[n % len(sessions)]
+                body = sessions[next(turns) % len(sessions)]
                 r = requests.post(f"{srv.url}/session/validate", json={"token_hash": body["session_id_hash"]},
                                   headers=HEADERS, timeout=10)  # fmt: skip
                 statuses.append(r.status_code)
-                n += 1
 
         workers = [threading.Thread(target=load) for _ in range(4)]
         for w in workers:
             w.start()
-        wait_for(lambda: len(statuses) > 20, timeout=10, what="load before the reload")
+        # every session validated by the old workers before the reload: their writes must survive it
+        wait_for(lambda: len(statuses) > len(sessions), timeout=20, what="load before the reload")
         assert srv.proc is not None
         old_workers = worker_pids(srv.proc.pid)
         srv.signal(signal.SIGHUP)
