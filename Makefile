@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+SSO_ENV_FILE ?= .env
+DEVRUN_FLAGS ?=
 
 .PHONY: install install-dev keys run test lint openapi bench bench-profile clean
 
@@ -10,7 +12,12 @@ $(VENV)/.runtime: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+# a valkey-server binary for run and test where the machine has no redis-server (never deployed)
+$(VENV)/.devredis: $(VENV)/.runtime requirements-devredis.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-devredis.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.devredis requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
@@ -21,11 +28,11 @@ install-dev: $(VENV)/.dev          ## plus the test and lint tools
 keys: install                      ## print a fresh RSA-2048 key pair and service secret as .env lines
 	@SSO_ENV_FILE=/dev/null $(VENV)/bin/flask --app wsgi sso keys
 
-run: install                       ## gunicorn + gevent on $SSO_PORT (writes a development .env if none)
-	@$(PY) -m config.keygen --ensure .env
-	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py wsgi:app
+run: install $(VENV)/.devredis     ## gunicorn + gevent on $SSO_PORT (a development .env and Redis if none)
+	@$(PY) -m config.keygen --ensure $(SSO_ENV_FILE)
+	$(PY) -m config.devrun --env-file $(SSO_ENV_FILE) $(DEVRUN_FLAGS) -- $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py wsgi:app
 
-test: install-dev                  ## the whole suite (starts its own redis-server)
+test: install-dev                  ## the whole suite (starts its own redis-server, or the shipped valkey-server)
 	$(PY) -m pytest
 
 lint: install-dev                  ## ruff, mypy, bandit, and pip-audit (needs PyPI's vulnerability API)

