@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from config.settings import Settings, load_settings
+from sso import __version__
 from sso.authorization import AuthorizationService
 from sso.cli import sso as sso_cli
 from sso.clients import ClientRegistry
@@ -23,8 +25,10 @@ from sso.grants import GrantService
 from sso.http import register_error_handlers, register_request_hooks
 from sso.keys import KeySet
 from sso.logout import EndSessionService
+from sso.metrics import ScrapeTimeCollector
 from sso.openapi import openapi_json
 from sso.ratelimit import RateLimiter, limits_from
+from sso.redis_timing import TimedRedis
 from sso.sessions import SessionService
 from sso.store import RedisStore
 from sso.tokens import TokenService
@@ -53,12 +57,13 @@ class Services:
     limiter: RateLimiter
     discovery_json: bytes
     openapi_json: bytes
+    scrape_metrics: ScrapeTimeCollector
     clock: Callable[[], float]
 
 
 def redis_client(url: str) -> redis.Redis:
     """A pooled client with short timeouts, so a dead Redis fails fast and closed."""
-    return redis.Redis.from_url(
+    return TimedRedis.from_url(
         url,
         decode_responses=True,
         socket_timeout=REDIS_TIMEOUT,
@@ -108,6 +113,9 @@ def create_app(
         limiter=RateLimiter(store, limits_from(settings), clock=clock),
         discovery_json=discovery_json(settings),
         openapi_json=openapi_json(),
+        scrape_metrics=ScrapeTimeCollector(
+            store.count_live_sessions, {"version": __version__, "kid": keys.kid, "python": platform.python_version()}
+        ),
         clock=clock,
     )
 

@@ -89,7 +89,7 @@ def list_sessions(user_id: str) -> None:
 def end_session(user_id: str, session_id_hashes: tuple[str, ...]) -> None:
     """End sessions of a user by session_id_hash; publishes session-invalidated."""
     svc = _services()
-    ended = svc.sessions.invalidate(user_id, list(session_id_hashes))
+    ended = svc.sessions.invalidate(user_id, list(session_id_hashes), actor="cli")
     flushed = svc.worker.flush()
     click.echo(json.dumps({"invalidated": ended, "events_published": flushed}))
 
@@ -100,7 +100,7 @@ def end_session(user_id: str, session_id_hashes: tuple[str, ...]) -> None:
 def end_all(user_id: str, keep: tuple[str, ...]) -> None:
     """End every session of a user; publishes global-logout."""
     svc = _services()
-    ended = svc.sessions.invalidate_all(user_id, list(keep))
+    ended = svc.sessions.invalidate_all(user_id, list(keep), actor="cli")
     flushed = svc.worker.flush()
     click.echo(json.dumps({"invalidated": ended, "events_published": flushed}))
 

@@ -64,7 +64,7 @@ class EndSessionService:
             session = self.sessions.from_token(cookie_token) if cookie_token else None
             sid = claims.get("sid")
             if session is not None and isinstance(sid, str) and equals(sid, session.session_id_hash):
-                ended = bool(self.sessions.invalidate(session.user_id, [session.session_id_hash]))
+                ended = bool(self.sessions.invalidate(session.user_id, [session.session_id_hash], actor="logout"))
         location = None
         if redirect_uri:
             location = append_query(redirect_uri, {"state": data["state"]}) if data.get("state") else redirect_uri

@@ -18,12 +18,12 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import INCLUDE, RAISE, Schema, fields, validate
 
-from sso import errors, schemas
+from sso import __version__, errors, schemas
 from sso.cookies import COOKIE_NAME
 from sso.scopes import SUPPORTED
 
 TITLE = "Fluxer SSO"
-VERSION = "1.0.0"
+VERSION = __version__
 OPENAPI_VERSION = "3.1.0"
 
 # -- response bodies -------------------------------------------------------------------------

@@ -25,13 +25,17 @@ sleeping. IPv6 addresses are counted per /64, the block one subscriber gets.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
 
 from config.settings import RateLimit, Settings
+from sso import metrics
 from sso.errors import RateLimited
 from sso.store import RedisStore
+
+log = logging.getLogger("sso.ratelimit")
 
 SERVICE_AUTH = "service_auth"
 TOKEN = "token"  # nosec B105  # the name of a limit
@@ -88,6 +92,7 @@ class RateLimiter:
             return
         remaining = until - self.clock()
         if remaining > 0:
+            metrics.RATE_LIMITED.labels(limit).inc()
             raise RateLimited(math.ceil(remaining))
         del self._blocks[key]
 
@@ -101,9 +106,13 @@ class RateLimiter:
         window = int(now // rule.seconds)
         until = (window + 1) * rule.seconds
         count = self.store.count_failure(limit, window, unit, ttl=math.ceil(until - now) + 1)
+        if count == rule.count:  # the shared count reaches the limit once per window, in one worker
+            log.warning("rate limit reached", extra={"limit": limit, "address": unit, "limit_rule": str(rule),
+                                                     "blocked_seconds": math.ceil(until - now)})  # fmt: skip
         if count >= rule.count:
             self._remember((limit, unit), until)
         if count > rule.count:
+            metrics.RATE_LIMITED.labels(limit).inc()
             raise RateLimited(math.ceil(until - now))
 
     def _remember(self, key: tuple[str, str], until: float) -> None:

@@ -641,3 +641,19 @@ class RedisStore:
     def count_failure(self, limit: str, window: int, address: str, ttl: int) -> int:
         """Add one failure to a fixed window's counter (created with its TTL); the new count."""
         return int(self._count_failure(keys=[self.rate_key(limit, window, address)], args=[max(1, ttl)]))
+
+    # -- metrics ------------------------------------------------------------------
+
+    def count_live_sessions(self, max_round_trips: int = 1000, batch: int = 1000) -> tuple[int, bool]:
+        """Live sessions, counted by their ``sid:`` pointers with SCAN; ``(count, complete)``.
+
+        At most ``max_round_trips`` SCAN calls of ``batch`` keys each (about a million keys
+        looked at): past that the count is a lower bound and ``complete`` is False.
+        """
+        cursor, count = 0, 0
+        for _ in range(max_round_trips):
+            cursor, keys = self.redis.scan(cursor, match=f"{self.prefix}sid:*", count=batch)
+            count += len(keys)
+            if int(cursor) == 0:
+                return count, True
+        return count, False

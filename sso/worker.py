@@ -42,6 +42,7 @@ class BackgroundWorker:
         self.max_pending = max_pending
         self._pending: dict[str, tuple[str, int]] = {}
         self._events: deque[str] = deque(maxlen=max_events)
+        self._oldest_queued_at: float | None = None  # when the oldest unpublished event was handed over
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -69,6 +70,9 @@ class BackgroundWorker:
             metrics.EVENTS_DROPPED.inc()
             log.warning("event queue full; dropping the oldest event")
         self._events.append(message)
+        if self._oldest_queued_at is None:
+            self._oldest_queued_at = time.monotonic()
+        metrics.EVENTS_QUEUED.set(len(self._events))
         self._wake.set()
 
     @property
@@ -116,6 +120,10 @@ class BackgroundWorker:
             raise
         self.published += len(batch)
         metrics.EVENTS_PUBLISHED.inc(len(batch))
+        if self._oldest_queued_at is not None:
+            metrics.EVENT_PUBLISH_LAG.observe(time.monotonic() - self._oldest_queued_at)
+        self._oldest_queued_at = time.monotonic() if self._events else None
+        metrics.EVENTS_QUEUED.set(len(self._events))
 
     def flush(self) -> bool:
         """One final attempt, logging instead of raising; True when nothing is left."""

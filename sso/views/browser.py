@@ -69,9 +69,9 @@ def logout(data: dict[str, Any]) -> Response:
     token = sso_cookie(request)
     session = svc.sessions.from_token(token) if token else None
     if session is not None and data["invalidate"] == "session":
-        svc.sessions.invalidate(session.user_id, [session.session_id_hash])
+        svc.sessions.invalidate(session.user_id, [session.session_id_hash], actor="logout")
     elif session is not None and data["invalidate"] == "all":
-        svc.sessions.invalidate_all(session.user_id)
+        svc.sessions.invalidate_all(session.user_id, actor="logout")
     response = no_store(Response(status=204))
     clear_sso_cookie(response, svc.settings)
     return response

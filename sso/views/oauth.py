@@ -12,6 +12,7 @@ from sso.cookies import sso_cookie
 from sso.http import (
     apply_cors,
     authenticate_service,
+    client_address,
     count_failure,
     no_store,
     note_user,
@@ -39,6 +40,8 @@ def _cors(response: Response) -> Response:
 def authorize() -> BaseResponse:
     params = (request.args if request.method == "GET" else request.form).to_dict(flat=False)
     outcome = services().authorization.authorize(params, sso_cookie(request))
+    if outcome.user_id is not None:
+        note_user(outcome.user_id)
     if outcome.failed:
         count_failure(ratelimit.AUTHORIZE)
     return no_store(redirect(outcome.location, 302))
@@ -85,5 +88,6 @@ def revoke(data: dict[str, Any]) -> Response:
         client_id = data["client_id"]
     else:
         raise errors.InvalidClient("Unknown client_id.")
-    svc.tokens.revoke(data["token"], data["token_type_hint"], client_id)
+    caller = f"client {client_id}" if client_id is not None else f"service {client_address()}"
+    svc.tokens.revoke(data["token"], data["token_type_hint"], client_id, actor=caller)
     return no_store(Response(status=200))

@@ -8,7 +8,16 @@ from flask import Blueprint, Response, jsonify
 from marshmallow import ValidationError
 
 from sso import errors, ratelimit
-from sso.http import count_failure, no_store, note_user, rate_limited, require_service, services, use_schema
+from sso.http import (
+    client_address,
+    count_failure,
+    no_store,
+    note_user,
+    rate_limited,
+    require_service,
+    services,
+    use_schema,
+)
 from sso.schemas import (
     CreateSessionSchema,
     InvalidateAllSchema,
@@ -16,6 +25,12 @@ from sso.schemas import (
     UserIdSchema,
     ValidateSessionSchema,
 )
+
+
+def _caller() -> str:
+    """Who ends sessions through the service API, for the audit line: the API instance's address."""
+    return f"service {client_address()}"
+
 
 bp = Blueprint("session", __name__, url_prefix="/session")
 _user_id_schema = UserIdSchema()
@@ -74,7 +89,7 @@ def list_sessions(user_id: str) -> Response:
 @use_schema(InvalidateSchema)
 def invalidate(data: dict[str, Any]) -> Response:
     note_user(data["user_id"])
-    ended = services().sessions.invalidate(data["user_id"], data["session_id_hashes"])
+    ended = services().sessions.invalidate(data["user_id"], data["session_id_hashes"], actor=_caller())
     return no_store(jsonify(invalidated=ended))
 
 
@@ -83,5 +98,5 @@ def invalidate(data: dict[str, Any]) -> Response:
 @use_schema(InvalidateAllSchema)
 def invalidate_all(data: dict[str, Any]) -> Response:
     note_user(data["user_id"])
-    ended = services().sessions.invalidate_all(data["user_id"], data["except_session_id_hashes"])
+    ended = services().sessions.invalidate_all(data["user_id"], data["except_session_id_hashes"], actor=_caller())
     return no_store(jsonify(invalidated=ended))
