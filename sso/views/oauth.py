@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, redirect, request
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from sso import errors, ratelimit
@@ -17,6 +17,7 @@ from sso.http import (
     no_store,
     note_user,
     rate_limited,
+    redirect_to,
     require_service,
     services,
     use_schema,
@@ -44,7 +45,7 @@ def authorize() -> BaseResponse:
         note_user(outcome.user_id)
     if outcome.failed:
         count_failure(ratelimit.AUTHORIZE)
-    return no_store(redirect(outcome.location, 302))
+    return no_store(redirect_to(outcome.location, 302))
 
 
 @bp.post("/token")
