@@ -1,4 +1,4 @@
-"""The event catalogue published on ``<prefix>events`` (SPEC.md, Events).
+"""The event catalogue published on ``<prefix>events`` (docs/contract.md, Events).
 
 Pub/sub is at-most-once: events are hints for API instances to drop caches and
 close WebSockets; the store stays the truth.

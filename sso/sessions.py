@@ -1,4 +1,4 @@
-"""Session lifecycle: create, validate, list, invalidate (SPEC.md, Sessions).
+"""Session lifecycle: create, validate, list, invalidate (docs/contract.md, Sessions).
 
 The raw session token is returned once at creation and never stored; every
 lookup goes through ``session_id_hash``. Events and activity marks are handed

@@ -1,6 +1,6 @@
 """The per-worker background loop: debounced activity writes and event publishing.
 
-Requests never wait on these writes (SPEC.md, Activity tracking and Events).
+Requests never wait on these writes (docs/contract.md, Activity tracking and Events).
 Under gunicorn's gevent worker ``threading`` is monkey-patched, so the loop is
 a greenlet; under a plain server it is a daemon thread. Tests drive it through
 ``run_once()`` and ``flush()`` instead of sleeping.

@@ -1,4 +1,4 @@
-"""The service API for API instances: /session/* (SPEC.md, Endpoints)."""
+"""The service API for API instances: /session/* (docs/contract.md, Endpoints)."""
 
 from __future__ import annotations
 
