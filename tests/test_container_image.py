@@ -49,6 +49,7 @@ def podman() -> Podman:
     # docker format: the OCI format has no HEALTHCHECK and podman would drop it.
     engine.run("build", "--pull=never", "--network=host", "--format", "docker", *engine.ulimits,
                "-f", str(DOCKERFILE), "-t", IMAGE, str(ROOT), timeout=600)  # fmt: skip
+    engine.run("image", "prune", "-f", check=False)  # the previous build's untagged layers
     return engine
 
 
