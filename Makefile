@@ -25,7 +25,10 @@ install: $(VENV)/.runtime          ## a .venv with the pinned runtime requiremen
 
 install-dev: $(VENV)/.dev          ## plus the test and lint tools
 
-keys: install                      ## print a fresh RSA-2048 key pair and service secret as .env lines
+# Only the key lines reach stdout (`make keys > env` must write a clean file): building the
+# venv first is a sub-make whose command lines and output go to stderr.
+keys:                              ## print a fresh RSA-2048 key pair and service secret as .env lines
+	@$(MAKE) --no-print-directory install >&2
 	@SSO_ENV_FILE=/dev/null $(VENV)/bin/flask --app wsgi sso keys
 
 run: install $(VENV)/.devredis     ## gunicorn + gevent on $SSO_PORT (a development .env and Redis if none)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from flask import Flask
 
 from config.redis_url import parse_redis_url
 from config.settings import Settings, load_settings
+from sso import __version__
 from sso.authorization import AuthorizationService
 from sso.cli import sso as sso_cli
 from sso.clients import ClientRegistry
@@ -21,8 +23,10 @@ from sso.grants import GrantService
 from sso.http import register_error_handlers, register_request_hooks
 from sso.keys import KeySet
 from sso.logout import EndSessionService
+from sso.metrics import ScrapeTimeCollector
 from sso.openapi import openapi_json
 from sso.ratelimit import RateLimiter, limits_from
+from sso.redis_timing import TimedRedis, TimedRedisCluster
 from sso.sessions import SessionService
 from sso.store import RedisStore
 from sso.store.connections import Client, connect
@@ -52,12 +56,14 @@ class Services:
     limiter: RateLimiter
     discovery_json: bytes
     openapi_json: bytes
+    scrape_metrics: ScrapeTimeCollector
     clock: Callable[[], float]
 
 
 def redis_client(url: str) -> Client:
-    """A pooled client with short timeouts, so a dead Redis fails fast and closed (sso/store/connections.py)."""
-    return connect(parse_redis_url(url), timeout=REDIS_TIMEOUT)
+    """A pooled client with short timeouts, so a dead Redis fails fast and closed (sso/store/connections.py),
+    every round trip timed (sso/redis_timing.py)."""
+    return connect(parse_redis_url(url), timeout=REDIS_TIMEOUT, redis_class=TimedRedis, cluster_class=TimedRedisCluster)
 
 
 def create_app(
@@ -102,6 +108,9 @@ def create_app(
         limiter=RateLimiter(store, limits_from(settings), clock=clock),
         discovery_json=discovery_json(settings),
         openapi_json=openapi_json(),
+        scrape_metrics=ScrapeTimeCollector(
+            store.count_live_sessions, {"version": __version__, "kid": keys.kid, "python": platform.python_version()}
+        ),
         clock=clock,
     )
 

@@ -20,16 +20,16 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
-from dotenv import load_dotenv  # noqa: E402
 from flask import Flask  # noqa: E402
 from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
 
 from app import create_app  # noqa: E402
+from config import envfile  # noqa: E402
 from config.settings import ConfigError, load_settings  # noqa: E402
 from sso.cli import config_error_app  # noqa: E402
 from sso.logs import configure_logging, lean_records  # noqa: E402
 
-load_dotenv(os.environ.get("SSO_ENV_FILE", ".env"))
+envfile.load()
 if not logging.getLogger().handlers:  # gunicorn's logconfig_dict has set JSON logging already
     configure_logging(os.environ.get("SSO_LOG_LEVEL", "info"))
 lean_records()

@@ -1,6 +1,6 @@
 """Settings loaded once from the environment and validated before anything starts.
 
-SPEC.md's configuration table is the contract. Every bad variable raises
+docs/contract.md's configuration table is the contract. Every bad variable raises
 ``ConfigError`` naming that variable, so the entry points can stop the process
 with one clear line; secret values never appear in the message.
 """

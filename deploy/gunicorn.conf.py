@@ -101,7 +101,13 @@ def child_exit(server, worker):  # noqa: ARG001 - gunicorn hook signature
 
 
 def post_worker_init(worker):
-    worker.wsgi.extensions["sso"].worker.start()
+    """Start the worker's background greenlet, and say once what this worker runs with."""
+    from sso.startup import log_start
+
+    services = worker.wsgi.extensions["sso"]
+    services.worker.start()
+    kids = [services.keys.kid] + [k["kid"] for k in services.keys.jwks["keys"] if k["kid"] != services.keys.kid]
+    log_start(services.settings, kids, workers=worker.cfg.workers, binds=worker.cfg.bind)
 
 
 def worker_exit(server, worker):  # noqa: ARG001 - gunicorn hook signature

@@ -33,6 +33,7 @@ class AuthorizeOutcome:
 
     location: str
     failed: bool = False
+    user_id: str | None = None  # the cookie's user, when a code was issued (for the access log)
 
 
 def append_query(uri: str, params: dict[str, str]) -> str:
@@ -110,11 +111,11 @@ class AuthorizationService:
         if floor is not None and floor > now + 60:
             raise errors.InvalidRequest("auth_after: in the future")
         fresh_login_needed = "login" in prompts or max_age is not None or floor is not None
-        outcome, code = "none", None
+        outcome, code, user_id = "none", None, None
         if cookie_token:
             binding = {"client_id": client_id, "redirect_uri": redirect_uri, "code_challenge": challenge,
                        "sid": token_hash(cookie_token), "scope": scope, "nonce": data.get("nonce")}  # fmt: skip
-            outcome, code = self._issue_code(binding, "login" in prompts, max_age, floor)
+            outcome, code, user_id = self._issue_code(binding, "login" in prompts, max_age, floor)
         if code is None:  # no live session ("none"), or one that needs a fresh login ("stale")
             if "none" in prompts:
                 raise errors.LoginRequired()
@@ -126,7 +127,7 @@ class AuthorizationService:
         if state is not None:
             reply["state"] = state
         reply["iss"] = self.ctx.settings.issuer
-        return AuthorizeOutcome(append_query(redirect_uri, reply))
+        return AuthorizeOutcome(append_query(redirect_uri, reply), user_id=user_id)
 
     def _login_redirect(self, params: Mapping[str, str | None], floor: int | None) -> str:
         """Send the browser to the login page, which returns it here afterwards.
@@ -145,9 +146,9 @@ class AuthorizationService:
 
     def _issue_code(
         self, binding: dict[str, Any], login_prompted: bool, max_age: int | None, floor: int | None
-    ) -> tuple[str, str | None]:
-        """("ok", a new code bound to the cookie's session ``binding["sid"]``), or (outcome, None)
-        when that session is not alive ("none") or a fresh login is needed ("stale").
+    ) -> tuple[str, str | None, str | None]:
+        """("ok", a new code bound to the cookie's session ``binding["sid"]``, its user), or
+        (outcome, None, None) when that session is not alive ("none") or a fresh login is needed ("stale").
 
         The session check and the code's storage are one script: /authorize costs
         one Redis round trip.
@@ -163,6 +164,6 @@ class AuthorizationService:
             ttl=CODE_TTL,
         )
         if issue.outcome != "ok":
-            return issue.outcome, None
+            return issue.outcome, None, None
         self.ctx.worker.mark_active(issue.user_id, sid, issue.last_active_at)
-        return "ok", issue.code
+        return "ok", issue.code, issue.user_id

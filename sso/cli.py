@@ -10,16 +10,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from redis.exceptions import RedisError
 
+from config import envfile
 from config.keygen import env_lines, generate_key_pair
 from config.settings import ConfigError, Settings, load_settings
 from sso import events
+from sso.startup import masked_redis_url
 from sso.tokens import signed_token_lifetimes
 
 sso = AppGroup("sso", help="Fluxer SSO operator commands.")
@@ -29,14 +30,6 @@ ARGUMENTS_MAY_START_WITH_DASH = {"ignore_unknown_options": True}
 
 def _services():  # type: ignore[no-untyped-def]
     return current_app.extensions["sso"]
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 @sso.command("keys")
@@ -84,22 +77,45 @@ def rotate_keys() -> None:
     click.echo(rotation_plan(_services().settings, *generate_key_pair()), nl=False)
 
 
-@sso.command("check-config")
-def check_config() -> None:
-    """Validate the configuration and reach Redis, without starting the service."""
+@click.command("check-config")
+@click.option(
+    "--env-file",
+    "env_file",
+    metavar="PATH",
+    help="Check the environment a service started from PATH gets (systemd's EnvironmentFile, "
+    "compose's env_file): PATH's variables over this shell's, without this directory's .env.",
+)
+def check_config(env_file: str | None) -> None:
+    """Validate the configuration and reach its Redis, without starting the service."""
+    from app import create_app  # the factory imports this module: import it only when run
+
+    if env_file:
+        try:
+            env = envfile.environment_with(env_file)
+        except FileNotFoundError:
+            click.echo(f"no such file: {env_file}", err=True)
+            sys.exit(1)
+        source = f"environment + {env_file}"
+    else:
+        env = dict(os.environ)
+        source = f"environment + {envfile.LOADED.path}" if envfile.LOADED.path else "environment"
+    click.echo(f"configuration from: {source}")
     try:
-        settings = load_settings(os.environ)
+        settings = load_settings(env)
     except ConfigError as exc:
         click.echo(f"invalid configuration: {exc}", err=True)
         sys.exit(1)
     click.echo(f"configuration OK: issuer {settings.issuer}, clients {', '.join(settings.clients)}, "
-               f"redis {_redacted(settings.redis_url)}")  # fmt: skip
+               f"redis {masked_redis_url(settings.redis_url)}")  # fmt: skip
     try:
-        _services().store.ping()
+        create_app(settings).extensions["sso"].store.ping()
     except RedisError as exc:
-        click.echo(f"redis unreachable: {type(exc).__name__}", err=True)
+        click.echo(f"redis unreachable at {masked_redis_url(settings.redis_url)}: {type(exc).__name__}", err=True)
         sys.exit(2)
-    click.echo("redis OK")
+    click.echo(f"redis OK: {masked_redis_url(settings.redis_url)}")
+
+
+sso.add_command(check_config)
 
 
 @sso.command("sessions", context_settings=ARGUMENTS_MAY_START_WITH_DASH)
@@ -116,7 +132,7 @@ def list_sessions(user_id: str) -> None:
 def end_session(user_id: str, session_id_hashes: tuple[str, ...]) -> None:
     """End sessions of a user by session_id_hash; publishes session-invalidated."""
     svc = _services()
-    ended = svc.sessions.invalidate(user_id, list(session_id_hashes), reason=events.ADMIN)
+    ended = svc.sessions.invalidate(user_id, list(session_id_hashes), reason=events.ADMIN, actor="cli")
     flushed = svc.worker.flush()
     click.echo(json.dumps({"invalidated": ended, "events_published": flushed}))
 
@@ -127,7 +143,7 @@ def end_session(user_id: str, session_id_hashes: tuple[str, ...]) -> None:
 def end_all(user_id: str, keep: tuple[str, ...]) -> None:
     """End every session of a user; publishes global-logout."""
     svc = _services()
-    ended = svc.sessions.invalidate_all(user_id, list(keep))
+    ended = svc.sessions.invalidate_all(user_id, list(keep), actor="cli")
     flushed = svc.worker.flush()
     click.echo(json.dumps({"invalidated": ended, "events_published": flushed}))
 
@@ -148,13 +164,8 @@ def config_error_app(error: ConfigError) -> Flask:
     still works (it is how a first configuration is made) and ``sso check-config``
     names the problem; every other command fails with it."""
     app = Flask("fluxer-sso-unconfigured")
-    group = AppGroup("sso", help="Fluxer SSO operator commands (configuration invalid).")
+    group = AppGroup("sso", help=f"Fluxer SSO operator commands (configuration invalid: {error}).")
     group.add_command(keys)
-
-    @group.command("check-config")
-    def report() -> None:
-        click.echo(f"invalid configuration: {error}", err=True)
-        sys.exit(1)
-
+    group.add_command(check_config)  # reloads the configuration itself, so it names the problem
     app.cli.add_command(group)
     return app

@@ -1,7 +1,7 @@
 """Random tokens and their hashes: the only forms in which secrets are stored.
 
 ``token_hash`` is base64url(SHA-256(token)) without padding, the same hash the
-Fluxer API computes for a session token (SPEC.md, Sessions).
+Fluxer API computes for a session token (docs/contract.md, Sessions).
 """
 
 from __future__ import annotations

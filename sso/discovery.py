@@ -7,6 +7,7 @@ from typing import Any
 
 from config.settings import Settings
 from sso import scopes
+from sso.grants import GRANT_TYPES
 
 
 def discovery_document(settings: Settings) -> dict[str, Any]:
@@ -22,7 +23,7 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "revocation_endpoint": f"{issuer}/revoke",
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": list(GRANT_TYPES),
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],

@@ -1,4 +1,4 @@
-"""The event catalogue (SPEC.md, Events): published on ``<prefix>events`` and
+"""The event catalogue (docs/contract.md, Events): published on ``<prefix>events`` and
 appended to the durable log ``<prefix>event-log``.
 
 Pub/sub is at-most-once: events are hints for API instances to drop caches and

@@ -25,6 +25,8 @@ from sso.digests import equals
 from sso.tokens import BEARER, TokenService
 
 log = logging.getLogger("sso.grants")
+
+GRANT_TYPES = ("authorization_code", "refresh_token")  # what /token dispatches on, and discovery lists
 MAX_TOKEN_LENGTH = 512
 
 

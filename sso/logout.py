@@ -73,5 +73,9 @@ class EndSessionService:
             session = self.sessions.from_token(cookie_token) if cookie_token else None
             sid = claims.get("sid")
             if session is not None and isinstance(sid, str) and equals(sid, session.session_id_hash):
-                ended = bool(self.sessions.invalidate(session.user_id, [session.session_id_hash], reason=events.LOGOUT))
+                ended = bool(
+                    self.sessions.invalidate(
+                        session.user_id, [session.session_id_hash], reason=events.LOGOUT, actor="logout"
+                    )
+                )
         return LogoutOutcome(ended=ended, redirect_to=location)

@@ -18,12 +18,13 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import INCLUDE, RAISE, Schema, fields, validate
 
-from sso import errors, schemas
+from sso import __version__, errors, schemas
 from sso.cookies import COOKIE_NAME
+from sso.grants import GRANT_TYPES
 from sso.scopes import SUPPORTED
 
 TITLE = "Fluxer SSO"
-VERSION = "1.0.0"
+VERSION = __version__
 OPENAPI_VERSION = "3.1.0"
 
 # -- response bodies -------------------------------------------------------------------------
@@ -171,6 +172,50 @@ class JwksSchema(Schema):
     keys = fields.List(fields.Nested(JwkSchema), required=True)
 
 
+# -- examples, shaped like real answers (tests/test_openapi_responses.py checks them) ----------
+
+_HASH = "N1ptBOsB21GTSvjx76sGj84vkwo66g6RHQ3MiAy3YKg"
+_JWT = "eyJhbGciOiJSUzI1NiIsImtpZCI6IkloRXp0dGh0N2FfajVOdDV3c3FvNXYxTTJFZVRabUdHaW9pOWtTZ256WE0iLCJ0eXAiOiJhdCtqd3QifQ.eyJpc3MiOiJodHRwczovL3Nzby5leGFtcGxlLmNvbSJ9.c2lnbmF0dXJl"  # noqa: E501
+_SESSION = {
+    "session_id_hash": _HASH, "user_id": "1234567890", "created_at": "2026-11-27T12:00:00Z",
+    "last_active_at": "2026-11-27T12:05:00Z", "expires_at": "2026-12-27T12:00:00Z", "client_ip": "203.0.113.7",
+    "user_agent": "Mozilla/5.0", "platform": "web", "claims": {"name": "Ada", "email": "ada@example.com"},
+}  # fmt: skip
+_KID = "IhEzttht7a_j5Nt5wsqo5v1M2EeTZmGGioi9kSgnzXM"
+EXAMPLES: dict[type[Schema], Any] = {
+    CreatedSessionSchema: {"token": "q9S3m2Jx0bZ5yV1cT8wK4nR7eA6fH2gL0pU9iO3sD5E", "session_id_hash": _HASH,
+                           "user_id": "1234567890", "created_at": "2026-11-27T12:00:00Z",
+                           "expires_at": "2026-12-27T12:00:00Z"},
+    ValidationResultSchema: {"valid": True, "session": _SESSION},
+    SessionListSchema: {"sessions": [_SESSION]},
+    InvalidatedSchema: {"invalidated": [_HASH]},
+    SessionStatusResultSchema: {"sessions": {_HASH: True, "q3dNgNKvUUmYcb1YKg8k2Bp3W9oE6tZlXfJrS0aHnMw": False}},
+    TokenResponseSchema: {"access_token": _JWT, "token_type": "Bearer", "expires_in": 900,
+                          "refresh_token": "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5",
+                          "scope": "openid profile email", "id_token": _JWT},
+    UserinfoSchema: {"sub": "1234567890", "name": "Ada", "email": "ada@example.com"},
+    IntrospectionSchema: {"active": True, "sub": "1234567890", "client_id": "fluxer", "scope": "openid profile",
+                          "exp": 1795780800, "iat": 1795779900, "token_type": "Bearer", "sid": _HASH,
+                          "iss": "https://sso.example.com", "aud": "fluxer-api", "jti": "b3BhcXVlLWp0aQ"},
+    LoggedOutSchema: {"logged_out": True},
+    HealthSchema: {"status": "ok"},
+    DiscoverySchema: {"issuer": "https://sso.example.com", "authorization_endpoint": "https://sso.example.com/authorize",
+                      "token_endpoint": "https://sso.example.com/token",
+                      "jwks_uri": "https://sso.example.com/.well-known/jwks.json",
+                      "response_types_supported": ["code"], "code_challenge_methods_supported": ["S256"]},
+    JwksSchema: {"keys": [{"kty": "RSA", "n": "u1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0_IzW7yWR7QkrmBL7jTKEn5u-qKhbwKfBstIs-bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW_VDL5AaWTg0nLVkjRo9z-40RQzuVaE8AkAFmxZzow3x-VJYKdjykkJ0iT9wCS0DRTXu269V264Vf_3jvredZiKRkgwlL9xNAwxXFg0x_XFw005UWVRIkdgcKWTjpBP2dPwVZ4WWC-9aGVd-Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbcmw", "e": "AQAB", "kid": _KID, "use": "sig", "alg": "RS256"}]},  # noqa: E501
+}  # fmt: skip
+ERROR_EXAMPLES = {
+    400: {"error": "invalid_request", "error_description": "user_id: Missing data for required field."},
+    401: {"error": "invalid_client", "error_description": "Service authentication is required."},
+    403: {"error": "access_denied", "error_description": "The request is not allowed."},
+    404: {"error": "not_found", "error_description": "No such endpoint."},
+    413: {"error": "invalid_request", "error_description": "The request body is too large."},
+    415: {"error": "invalid_request", "error_description": "The request has the wrong content type."},
+    429: {"error": "rate_limited", "error_description": "Too many failed requests; retry later."},
+    503: {"error": "temporarily_unavailable", "error_description": "The service is temporarily unavailable."},
+}
+
 # -- building blocks -------------------------------------------------------------------------
 
 JSON = "application/json"
@@ -181,7 +226,7 @@ OPTIONAL_COOKIE: Security = [{}, {"ssoCookie": []}]
 
 _ERRORS = {
     400: ("BadRequest", "The request is malformed or a grant is invalid (the `error` says which)."),
-    401: ("Unauthorized", "Missing or invalid credentials."),
+    401: ("ServiceUnauthorized", "The `Authorization: Service <secret>` header is missing or wrong."),
     403: ("Forbidden", "Not allowed from this origin, or the token lacks a scope."),
     404: ("NotFound", "No such resource."),
     413: ("PayloadTooLarge", "The body is over 64 KiB."),
@@ -191,12 +236,31 @@ _ERRORS = {
 }
 
 
-def _error_responses(*statuses: int) -> dict[str, Any]:
-    return {str(status): {"$ref": f"#/components/responses/{_ERRORS[status][0]}"} for status in statuses}
+# The other 401s: the challenge each sends, if any (RFC 6750 §3, RFC 7235 §4.1).
+_UNAUTHORIZED = {
+    "BearerUnauthorized": ("The access token is missing, invalid, expired or revoked.",
+                           {"schema": {"type": "string", "pattern": '^Bearer error="invalid_token"'},
+                            "description": 'always `Bearer error="invalid_token", error_description="..."`'}),
+    "ClientUnauthorized": ("Unknown `client_id` (a public client has no credentials to challenge), or an invalid "
+                           "session token: no `WWW-Authenticate`.", None),
+    "ClientOrServiceUnauthorized": ("Unknown `client_id` (no challenge), or a wrong `Authorization: Service` header "
+                                    '(`WWW-Authenticate: Service realm="fluxer-sso"`).', None),
+}  # fmt: skip
+
+SERVICE_CHALLENGE = 'Service realm="fluxer-sso"'
+
+
+def _error_responses(*statuses: int, unauthorized: str = "ServiceUnauthorized") -> dict[str, Any]:
+    """``$ref``s to the shared error responses; ``unauthorized`` picks which 401 this operation gives."""
+    names = {**{status: name for status, (name, _) in _ERRORS.items()}, 401: unauthorized}
+    return {str(status): {"$ref": f"#/components/responses/{names[status]}"} for status in statuses}
 
 
 def _json(schema: type[Schema] | str | dict[str, str], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
+    media: dict[str, Any] = {"schema": schema}
+    if isinstance(schema, type) and schema in EXAMPLES:
+        media["example"] = EXAMPLES[schema]
+    return {"description": description, "content": {JSON: media}}
 
 
 def _body(schema: type[Schema], media: str = JSON) -> dict[str, Any]:
@@ -204,7 +268,8 @@ def _body(schema: type[Schema], media: str = JSON) -> dict[str, Any]:
 
 
 def _redirect(status: int, description: str) -> dict[str, Any]:
-    return {str(status): {"description": description, "headers": {"Location": {"schema": {"type": "string"}}}}}
+    location = {"required": True, "schema": {"type": "string", "format": "uri"}}
+    return {str(status): {"description": description, "headers": {"Location": location}}}
 
 
 def _register_components(spec: APISpec) -> None:
@@ -221,13 +286,21 @@ def _register_components(spec: APISpec) -> None:
     )
     c.schema("Error", schema=ErrorSchema)
     headers = {
-        401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Service` or `Bearer` challenge"}},
-        429: {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "seconds"}},
-    }
+        401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "const": SERVICE_CHALLENGE},
+                                   "description": f"always `{SERVICE_CHALLENGE}`"}},
+        429: {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}, "description": "seconds"}},
+    }  # fmt: skip
     for status, (name, description) in _ERRORS.items():
         response = _json("Error", description)
+        response["content"][JSON]["example"] = ERROR_EXAMPLES[status]
         if status in headers:
             response["headers"] = headers[status]
+        c.response(name, response)
+    for name, (description, challenge) in _UNAUTHORIZED.items():
+        response = _json("Error", description)
+        response["content"][JSON]["example"] = ERROR_EXAMPLES[401]
+        if challenge is not None:
+            response["headers"] = {"WWW-Authenticate": {"required": True, **challenge}}
         c.response(name, response)
 
 
@@ -308,8 +381,9 @@ def _browser_paths(spec: APISpec) -> None:
                            f"`{COOKIE_NAME}` HttpOnly, SameSite=Lax, Path=/, Secure and Domain per configuration.",
             "requestBody": _body(schemas.SetCookieSchema),
             "responses": {"204": {"description": "Cookie set.",
-                                  "headers": {"Set-Cookie": {"schema": {"type": "string"}}}},
-                          **_error_responses(400, 401, 403, 413, 415, 503)},
+                                  "headers": {"Set-Cookie": {"required": True, "schema": {
+                                      "type": "string", "pattern": f"^{COOKIE_NAME}=.*HttpOnly"}}}},
+                          **_error_responses(400, 401, 403, 413, 415, 503, unauthorized="ClientUnauthorized")},
         }},
     )  # fmt: skip
     spec.path(
@@ -371,13 +445,13 @@ def _oauth_paths(spec: APISpec) -> None:
                            "family) grants. `Cache-Control: no-store`.",
             "requestBody": _body(schemas.TokenSchema, FORM),
             "responses": {"200": _json(TokenResponseSchema, "Tokens (RFC 6749 §5.1)."),
-                          **_error_responses(400, 401, 413, 415, 429, 503)},
+                          **_error_responses(400, 401, 413, 415, 429, 503, unauthorized="ClientUnauthorized")},
         }},
     )  # fmt: skip
     userinfo: dict[str, Any] = {
         "tags": tag, "security": [{"bearer": []}],
         "responses": {"200": _json(UserinfoSchema, "The user's claims allowed by the token's scope."),
-                      **_error_responses(401, 403, 503)},
+                      **_error_responses(401, 403, 503, unauthorized="BearerUnauthorized")},
     }  # fmt: skip
     spec.path(
         path="/userinfo",
@@ -401,7 +475,7 @@ def _oauth_paths(spec: APISpec) -> None:
                            "tokens or another client's (left alive). A refresh token revokes its whole family.",
             "requestBody": _body(schemas.TokenInputSchema, FORM),
             "responses": {"200": {"description": "Revoked, or nothing to revoke (empty body)."},
-                          **_error_responses(*SERVICE_ERRORS)},
+                          **_error_responses(*SERVICE_ERRORS, unauthorized="ClientOrServiceUnauthorized")},
         }},
     )  # fmt: skip
 
@@ -455,6 +529,17 @@ def _no_nulls(schema: dict[str, Any]) -> None:
             prop["enum"] = [v for v in prop["enum"] if v is not None]
 
 
+def _token_form(schema: dict[str, Any]) -> None:
+    """RFC 6749 §4.1.3 / §6: every request names its grant and (a public client) itself.
+
+    The marshmallow schema leaves both optional so that the grant layer can answer
+    with the RFC's own codes (``invalid_client``, ``unsupported_grant_type``); the
+    document states what a valid request carries.
+    """
+    schema["required"] = ["grant_type", "client_id"]
+    schema["properties"]["grant_type"]["enum"] = list(GRANT_TYPES)
+
+
 def openapi_document() -> dict[str, Any]:
     """The whole API as an OpenAPI 3.1 document (a plain dict)."""
     spec = APISpec(
@@ -483,6 +568,7 @@ def openapi_document() -> dict[str, Any]:
     document = spec.to_dict()
     for name in _FORM_SCHEMAS:
         _no_nulls(document["components"]["schemas"][name])
+    _token_form(document["components"]["schemas"]["Token"])
     for path in document["paths"].values():
         for operation in path.values():
             _no_nulls({"properties": {p["name"]: p["schema"] for p in operation.get("parameters", [])}})

@@ -105,8 +105,9 @@ class RateLimiter:
         count = self.store.count_failure(limit, window, unit, ttl=math.ceil(until - now) + 1)
         if count == rule.count:
             # Exactly one failure anywhere sees this count: the one place that flags the address.
-            log.warning("rate limit %s reached by %s (%s); its failures answer 429 until the window ends",
-                        limit, unit, rule)  # fmt: skip
+            log.warning("rate limit reached",  # its failures answer 429 until the window ends
+                        extra={"limit": limit, "address": unit, "limit_rule": str(rule),
+                               "blocked_seconds": math.ceil(until - now)})  # fmt: skip
         if count >= rule.count:
             self._remember((limit, unit), until)
         if count > rule.count:

@@ -1,4 +1,4 @@
-"""Session lifecycle: create, validate, list, invalidate (SPEC.md, Sessions).
+"""Session lifecycle: create, validate, list, invalidate (docs/contract.md, Sessions).
 
 The raw session token is returned once at creation and never stored; every
 lookup goes through ``session_id_hash``. Events and activity marks are handed
@@ -8,6 +8,7 @@ to the background worker, never written on the request path.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from sso import events, metrics
 from sso.digests import token_hash
 from sso.store import RedisStore
 from sso.worker import BackgroundWorker
+
+audit_log = logging.getLogger("sso.audit")
 
 
 @dataclass(frozen=True)
@@ -142,18 +145,28 @@ class SessionService:
         unique = list(dict.fromkeys(sids))
         return dict(zip(unique, self.store.sessions_alive(unique, int(self.clock())), strict=True))
 
-    def invalidate(self, user_id: str, sids: Sequence[str], *, reason: str) -> list[str]:
-        """End the listed sessions; ``reason`` (events.INVALIDATION_REASONS) goes into the event."""
+    def invalidate(self, user_id: str, sids: Sequence[str], *, reason: str, actor: str) -> list[str]:
+        """End the listed sessions; ``reason`` (events.INVALIDATION_REASONS) goes into the event,
+        ``actor`` (who asked) into the audit line."""
         ended = self.store.invalidate(user_id, dict.fromkeys(sids)) if sids else []
+        _audit(events.SESSION_INVALIDATED, user_id, requested=len(sids), ended=ended, actor=actor)
         if ended:
             metrics.SESSIONS_INVALIDATED.inc(len(ended))
             message = events.envelope(events.SESSION_INVALIDATED, user_id, ended, self.clock(), reason=reason)
             self.worker.publish(message)
         return ended
 
-    def invalidate_all(self, user_id: str, keep: Sequence[str] = ()) -> list[str]:
+    def invalidate_all(self, user_id: str, keep: Sequence[str] = (), *, actor: str) -> list[str]:
+        """End every session of a user but ``keep``; ``actor`` goes into the audit line."""
         ended = self.store.invalidate_all(user_id, keep)
+        _audit(events.GLOBAL_LOGOUT, user_id, requested=None, ended=ended, actor=actor)
         if ended:
             metrics.SESSIONS_INVALIDATED.inc(len(ended))
             self.worker.publish(events.envelope(events.GLOBAL_LOGOUT, user_id, ended, self.clock()))
         return ended
+
+
+def _audit(action: str, user_id: str, *, requested: int | None, ended: list[str], actor: str) -> None:
+    """One ``sso.audit`` line per invalidation request, whatever it ended (hashes only, never tokens)."""
+    audit_log.info(action, extra={"user_id": user_id, "actor": actor, "requested": requested,
+                                  "session_id_hashes": ended, "ended": len(ended)})  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from sso.errors import InsufficientScope, InvalidToken, UnsupportedTokenType
 from sso.keys import KeySet, TokenRejected
 from sso.store import RedisStore, Revoked
 from sso.worker import BackgroundWorker
+
+audit_log = logging.getLogger("sso.audit")
 
 # Names, not secrets: bandit's B105 reads any "token" = "..." as a password.
 ACCESS_TOKEN_TYP = "at+jwt"  # nosec B105  # RFC 9068 §2.1
@@ -219,11 +222,12 @@ class TokenService:
 
     # -- RFC 7009 -------------------------------------------------------------------
 
-    def revoke(self, token: str, hint: str | None, client_id: str | None) -> None:
+    def revoke(self, token: str, hint: str | None, client_id: str | None, *, actor: str) -> None:
         """Revoke a token if it exists and belongs to ``client_id`` (None: service caller).
 
         §2.2: the answer is the same whether or not anything was revoked, so the
-        caller cannot probe which tokens exist or whose they are.
+        caller cannot probe which tokens exist or whose they are; the audit line
+        (``actor``: who asked) says what happened.
         """
         if hint is not None and hint not in TOKEN_TYPE_HINTS:
             raise UnsupportedTokenType()
@@ -231,13 +235,19 @@ class TokenService:
             try:
                 claims = self.verify_access_token(token)
             except TokenRejected:
+                audit_log.info("token-revoke", extra={"actor": actor, "token_type": "access_token",
+                                                      "outcome": "unknown"})  # fmt: skip
                 return  # invalid or expired: nothing left to revoke
-            if client_id is not None and claims.get("client_id") != client_id:
-                return
-            jti, sid, exp = str(claims["jti"]), str(claims.get("sid", "")), int(claims["exp"])
-            self.announce(
-                self.store.revoke_access(jti, str(claims["sub"]), sid, exp, int(self.clock())), events.REVOKED
-            )
+            outcome = "other-client" if client_id is not None and claims.get("client_id") != client_id else "revoked"
+            if outcome == "revoked":
+                jti, sid, exp = str(claims["jti"]), str(claims.get("sid", "")), int(claims["exp"])
+                revoked = self.store.revoke_access(jti, str(claims["sub"]), sid, exp, int(self.clock()))
+                self.announce(revoked, events.REVOKED)
+            audit_log.info("token-revoke", extra={"actor": actor, "token_type": "access_token", "outcome": outcome,
+                                                  "user_id": claims.get("sub"), "jti": claims.get("jti"),
+                                                  "sid": claims.get("sid")})  # fmt: skip
             return
-        _, revoked = self.store.revoke_refresh(token, client_id, int(self.clock()))
+        result, revoked = self.store.revoke_refresh(token, client_id, int(self.clock()))
         self.announce(revoked, events.REVOKED)
+        outcome = {1: "revoked", 0: "unknown", -1: "other-client"}.get(result, "unknown")
+        audit_log.info("token-revoke", extra={"actor": actor, "token_type": "refresh_token", "outcome": outcome})

@@ -1,6 +1,6 @@
 """The per-worker background loop: debounced activity writes and event publishing.
 
-Requests never wait on these writes (SPEC.md, Activity tracking and Events).
+Requests never wait on these writes (docs/contract.md, Activity tracking and Events).
 Under gunicorn's gevent worker ``threading`` is monkey-patched, so the loop is
 a greenlet; under a plain server it is a daemon thread. Tests drive it through
 ``run_once()`` and ``flush()`` instead of sleeping.
@@ -42,6 +42,7 @@ class BackgroundWorker:
         self.max_pending = max_pending
         self._pending: dict[str, tuple[str, int]] = {}
         self._events: deque[str] = deque(maxlen=max_events)
+        self._oldest_queued_at: float | None = None  # when the oldest unpublished event was handed over
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,6 +68,9 @@ class BackgroundWorker:
         if len(self._events) == self._events.maxlen:
             self._dropped(1)
         self._events.append(message)
+        if self._oldest_queued_at is None:
+            self._oldest_queued_at = time.monotonic()
+        metrics.EVENTS_QUEUED.set(len(self._events))
         self._wake.set()
 
     def _dropped(self, count: int) -> None:
@@ -125,6 +129,10 @@ class BackgroundWorker:
             raise
         self.published += len(batch)
         metrics.EVENTS_PUBLISHED.inc(len(batch))
+        if self._oldest_queued_at is not None:
+            metrics.EVENT_PUBLISH_LAG.observe(time.monotonic() - self._oldest_queued_at)
+        self._oldest_queued_at = time.monotonic() if self._events else None
+        metrics.EVENTS_QUEUED.set(len(self._events))
 
     def flush(self) -> bool:
         """One final attempt, logging instead of raising; True when nothing is left."""

@@ -1,7 +1,7 @@
 """The container image (deploy/Dockerfile) and compose file, checked without a container engine.
 
-No engine runs on the project's machines, so the image is never built here.
-What can be checked is: the build context and COPY sources, the compose
+tests/test_container_image.py builds and runs the image with podman where it
+is installed; these checks hold everywhere: the build context and COPY sources, the compose
 wiring (and, where the compose plugin exists, `docker compose config`), and
 the runtime stage's own files, ENV, CMD and HEALTHCHECK, assembled in a temp
 directory and run against the real Redis: a missing COPY or a wrong command

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 
 def test_discovery_document(client, settings):
-    """Every field SPEC.md lists, the issuer exactly, cacheable and readable cross-origin."""
+    """Every field docs/contract.md lists, the issuer exactly, cacheable and readable cross-origin."""
     response = client.get("/.well-known/openid-configuration", headers={"Origin": "http://elsewhere.test"})
     assert response.status_code == 200 and response.mimetype == "application/json"
     assert response.headers["Cache-Control"] == "public, max-age=3600"

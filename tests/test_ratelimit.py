@@ -77,8 +77,9 @@ def test_reaching_a_limit_is_flagged_once_in_the_log_and_metrics(client, caplog)
         for _ in range(LIMIT.count + 3):
             create(client, headers=WRONG)
     flagged = [r for r in caplog.records if r.name == "sso.ratelimit"]
-    assert len(flagged) == 1 and "service_auth" in flagged[0].getMessage()
-    assert "203.0.113.66" in flagged[0].getMessage() and SERVICE_SECRET not in flagged[0].getMessage()
+    assert len(flagged) == 1 and flagged[0].getMessage() == "rate limit reached"
+    assert (flagged[0].limit, flagged[0].address) == ("service_auth", "203.0.113.66")  # type: ignore[attr-defined]
+    assert SERVICE_SECRET not in flagged[0].getMessage()
     assert refused() - before == 3
 
 

@@ -18,7 +18,7 @@ def env(key_pair):
 
 
 def test_defaults_match_the_spec(env):
-    """Only the three required variables set: every SPEC.md default applies."""
+    """Only the three required variables set: every docs/contract.md default applies."""
     s = load_settings(env)
     assert (s.port, s.redis_url, s.issuer) == (8090, "redis://127.0.0.1:6379/0", "http://localhost:8090")
     assert (s.access_token_ttl, s.refresh_token_ttl, s.session_ttl) == (900, 2592000, 2592000)

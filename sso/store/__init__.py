@@ -75,6 +75,7 @@ class RedisStore:
         self.invalidate = sessions.invalidate
         self.invalidate_all = sessions.invalidate_all
         self.touch_many = sessions.touch_many
+        self.count_live_sessions = sessions.count_live
         self.issue_code = codes.issue
         self.read_code = codes.read
         self.burn_code = codes.burn

@@ -107,7 +107,13 @@ def _retry() -> Retry:
     return Retry(NoBackoff(), 1)
 
 
-def connect(target: RedisTarget, *, timeout: float) -> Client:
+def connect(
+    target: RedisTarget,
+    *,
+    timeout: float,
+    redis_class: type[redis.Redis] = redis.Redis,
+    cluster_class: type[RedisCluster] = RedisCluster,
+) -> Client:
     """A pooled client with short timeouts that fails fast and closed, and follows failovers.
 
     Nothing is contacted here except for a cluster, whose client reads the
@@ -123,7 +129,7 @@ def connect(target: RedisTarget, *, timeout: float) -> Client:
     tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": target.ssl_ca_certs} if target.tls else {}
     if target.kind == "single":
         assert target.url is not None
-        return redis.Redis.from_url(target.url, retry=_retry(), **common, **checked)
+        return redis_class.from_url(target.url, retry=_retry(), **common, **checked)
     if target.kind == "sentinel":
         assert target.master_name is not None
         sentinel = Sentinel(
@@ -139,6 +145,7 @@ def connect(target: RedisTarget, *, timeout: float) -> Client:
         )
         return sentinel.master_for(
             target.master_name,
+            redis_class=redis_class,
             connection_pool_class=FollowingSentinelPool,
             db=target.db,
             username=target.username,
@@ -148,7 +155,7 @@ def connect(target: RedisTarget, *, timeout: float) -> Client:
             **common,
             **checked,
         )
-    return RedisCluster(
+    return cluster_class(
         startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
         username=target.username,
         password=target.password,

@@ -14,6 +14,7 @@ from typing import cast
 
 from redis.typing import EncodableT
 
+from sso.store.connections import primaries
 from sso.store.layout import Keys, sid_bucket, user_bucket
 from sso.store.runner import Runner
 
@@ -123,6 +124,25 @@ class SessionRecords:
         if answer[0] == "changed":
             return None
         return list(answer[1:])
+
+    def count_live(self, max_round_trips: int = 1000, batch: int = 1000) -> tuple[int, bool]:
+        """Live sessions, counted by their records with SCAN on every primary; ``(count, complete)``.
+
+        At most ``max_round_trips`` SCAN calls of ``batch`` keys each in all (about a million
+        keys looked at): past that the count is a lower bound and ``complete`` is False.
+        """
+        count, budget = 0, max_round_trips
+        pattern = f"{self.keys.prefix}{{*}}:s:*"
+        for node in primaries(self.runner.client):
+            cursor = None
+            while cursor != 0:
+                if budget == 0:
+                    return count, False
+                budget -= 1
+                cursor, found = node.scan(cursor or 0, match=pattern, count=batch)
+                cursor = int(cursor)
+                count += len(found)
+        return count, True
 
     def touch_many(self, marks: Iterable[tuple[str, str, int]], interval: int) -> int:
         """Debounced activity writes, pipelined per node; how many records were updated."""

@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, jsonify, redirect, request
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from sso import errors, events
 from sso.cookies import clear_sso_cookie, set_sso_cookie, sso_cookie
-from sso.http import apply_cors, no_store, services, use_schema
+from sso.http import apply_cors, no_store, redirect_to, services, use_schema
 from sso.schemas import EndSessionSchema, LogoutSchema, SetCookieSchema
 
 bp = Blueprint("browser", __name__)
@@ -71,10 +71,10 @@ def logout(data: dict[str, Any]) -> BaseResponse:
     token = sso_cookie(request)
     session = svc.sessions.from_token(token) if token else None
     if session is not None and data["invalidate"] == "session":
-        svc.sessions.invalidate(session.user_id, [session.session_id_hash], reason=events.LOGOUT)
+        svc.sessions.invalidate(session.user_id, [session.session_id_hash], reason=events.LOGOUT, actor="logout")
     elif session is not None and data["invalidate"] == "all":
-        svc.sessions.invalidate_all(session.user_id)
-    response = redirect(location, 303) if location else Response(status=204)
+        svc.sessions.invalidate_all(session.user_id, actor="logout")
+    response = redirect_to(location, 303) if location else Response(status=204)
     clear_sso_cookie(response, svc.settings)
     return no_store(response)
 
@@ -85,7 +85,7 @@ def end_session(data: dict[str, Any]) -> BaseResponse:
     """OIDC RP-Initiated Logout: ends at most the cookie's own session (sso/logout.py)."""
     svc = services()
     outcome = svc.end_session.end_session(data, sso_cookie(request))
-    response = redirect(outcome.redirect_to, 303) if outcome.redirect_to else jsonify(logged_out=outcome.ended)
+    response = redirect_to(outcome.redirect_to, 303) if outcome.redirect_to else jsonify(logged_out=outcome.ended)
     if outcome.ended:
         clear_sso_cookie(response, svc.settings)
     return no_store(response)

@@ -52,5 +52,5 @@ def health() -> tuple[Response, int]:
 @require_service
 def prometheus_metrics() -> Response:
     """Prometheus text for all workers; scrape with ``authorization: {type: Service, credentials: ...}``."""
-    body, content_type = metrics.render()
+    body, content_type = metrics.render(services().scrape_metrics)
     return no_store(Response(body, content_type=content_type))

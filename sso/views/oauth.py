@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, redirect, request
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from sso import errors, ratelimit
@@ -12,10 +12,12 @@ from sso.cookies import sso_cookie
 from sso.http import (
     apply_cors,
     authenticate_service,
+    client_address,
     count_failure,
     no_store,
     note_user,
     rate_limited,
+    redirect_to,
     require_service,
     service_credentials,
     services,
@@ -40,9 +42,11 @@ def _cors(response: Response) -> Response:
 def authorize() -> BaseResponse:
     params = (request.args if request.method == "GET" else request.form).to_dict(flat=False)
     outcome = services().authorization.authorize(params, sso_cookie(request))
+    if outcome.user_id is not None:
+        note_user(outcome.user_id)
     if outcome.failed:
         count_failure(ratelimit.AUTHORIZE)
-    return no_store(redirect(outcome.location, 302))
+    return no_store(redirect_to(outcome.location, 302))
 
 
 @bp.post("/token")
@@ -88,5 +92,6 @@ def revoke(data: dict[str, Any]) -> Response:
         client_id = data["client_id"]
     else:
         raise errors.InvalidClient("Unknown client_id.")
-    svc.tokens.revoke(data["token"], data["token_type_hint"], client_id)
+    caller = f"client {client_id}" if client_id is not None else f"service {client_address()}"
+    svc.tokens.revoke(data["token"], data["token_type_hint"], client_id, actor=caller)
     return no_store(Response(status=200))

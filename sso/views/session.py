@@ -1,4 +1,4 @@
-"""The service API for API instances: /session/* (SPEC.md, Endpoints)."""
+"""The service API for API instances: /session/* (docs/contract.md, Endpoints)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify
 from marshmallow import ValidationError
 
 from sso import errors, events
-from sso.http import no_store, note_user, require_service, services, use_schema
+from sso.http import client_address, no_store, note_user, require_service, services, use_schema
 from sso.schemas import (
     CreateSessionSchema,
     InvalidateAllSchema,
@@ -17,6 +17,12 @@ from sso.schemas import (
     UserIdSchema,
     ValidateSessionSchema,
 )
+
+
+def _caller() -> str:
+    """Who ends sessions through the service API, for the audit line: the API instance's address."""
+    return f"service {client_address()}"
+
 
 bp = Blueprint("session", __name__, url_prefix="/session")
 _user_id_schema = UserIdSchema()
@@ -83,7 +89,9 @@ def status(data: dict[str, Any]) -> Response:
 @use_schema(InvalidateSchema)
 def invalidate(data: dict[str, Any]) -> Response:
     note_user(data["user_id"])
-    ended = services().sessions.invalidate(data["user_id"], data["session_id_hashes"], reason=events.INVALIDATED)
+    ended = services().sessions.invalidate(
+        data["user_id"], data["session_id_hashes"], reason=events.INVALIDATED, actor=_caller()
+    )
     return no_store(jsonify(invalidated=ended))
 
 
@@ -92,5 +100,5 @@ def invalidate(data: dict[str, Any]) -> Response:
 @use_schema(InvalidateAllSchema)
 def invalidate_all(data: dict[str, Any]) -> Response:
     note_user(data["user_id"])
-    ended = services().sessions.invalidate_all(data["user_id"], data["except_session_id_hashes"])
+    ended = services().sessions.invalidate_all(data["user_id"], data["except_session_id_hashes"], actor=_caller())
     return no_store(jsonify(invalidated=ended))
