@@ -24,6 +24,7 @@ from fluxer_sso_client.jwks import JWKSCache
 from fluxer_sso_client.revocation import RevocationList
 
 MAX_TOKEN_BYTES = 8192
+MAX_HEADER_CHARS = 1024  # base64url of the header; ours is about 120
 ACCEPTED_TYP = ("at+jwt", "application/at+jwt")  # RFC 9068 §4: compare case-insensitively
 REQUIRED = ("iss", "aud", "exp", "iat", "sub", "sid", "jti")
 
@@ -108,9 +109,11 @@ class TokenVerifier:
             self.health()
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
             raise TokenError("malformed or oversized token")
+        if token.find(".") > MAX_HEADER_CHARS:  # a deeply nested JSON header would exhaust the parser
+            raise TokenError("oversized token header")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, RecursionError, ValueError):
             raise TokenError("malformed token") from None
         if header.get("alg") != "RS256":
             raise TokenError("unsupported algorithm")

@@ -15,6 +15,7 @@ import pytest
 import redis as redis_lib
 from fluxer_sso_client import JWKSCache, RevocationList, ServiceClient, TokenVerifier
 from harness import ISSUER, SERVICE_SECRET, RedisProcess, Script, SSOServer, rsa_pem_pair
+from local_tokens import PUBLIC, Clock, jwk_set
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +87,16 @@ def scripted() -> Iterator[tuple[str, type[Script]]]:
     yield f"http://127.0.0.1:{server.server_address[1]}", handler
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def local(clock: Clock) -> TokenVerifier:
+    """A verifier over a local key set (the fetcher is a function, no HTTP)."""
+    jwks = JWKSCache("local", fetch=lambda _: (jwk_set(PUBLIC), "max-age=300"), clock=clock)
+    return TokenVerifier(issuer=ISSUER, audience="fluxer-api", jwks=jwks, revocations=RevocationList(clock=clock),
+                         clock=clock)  # fmt: skip

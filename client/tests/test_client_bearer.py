@@ -10,13 +10,8 @@ from fluxer_sso_client import TokenVerifier
 from fluxer_sso_client.errors import VerificationUnavailable
 from fluxer_sso_client.flask import current_token, require_token
 from fluxer_sso_client.middleware import ENVIRON_KEY, BearerMiddleware
-from test_client_verifier import Clock, local, mint  # noqa: F401 - local is a fixture
+from local_tokens import Clock, mint
 from werkzeug.test import Client
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 def flask_app(verifier: TokenVerifier) -> Client:
@@ -39,7 +34,7 @@ def wsgi_app(verifier: TokenVerifier) -> Client:
 
 
 @pytest.fixture(params=["flask", "wsgi"])
-def client(request: pytest.FixtureRequest, local: TokenVerifier) -> Client:  # noqa: F811
+def client(request: pytest.FixtureRequest, local: TokenVerifier) -> Client:
     return flask_app(local) if request.param == "flask" else wsgi_app(local)
 
 
@@ -82,7 +77,7 @@ def test_a_missing_scope_is_insufficient_scope(client: Client, clock: Clock) -> 
     assert 'scope="profile"' in response.headers["WWW-Authenticate"]
 
 
-def test_unavailable_verification_is_a_503_with_retry_after(client: Client, local: TokenVerifier, clock) -> None:  # noqa: F811
+def test_unavailable_verification_is_a_503_with_retry_after(client: Client, local: TokenVerifier, clock) -> None:
     """The outage policy's strict mode: 503 temporarily_unavailable, never a 401 that logs users out."""
 
     def blind() -> None:
@@ -94,6 +89,6 @@ def test_unavailable_verification_is_a_503_with_retry_after(client: Client, loca
     assert response.get_json()["error"] == "temporarily_unavailable"
 
 
-def test_public_paths_skip_the_middleware(local: TokenVerifier) -> None:  # noqa: F811
+def test_public_paths_skip_the_middleware(local: TokenVerifier) -> None:
     """BearerMiddleware lets the listed paths through without a token."""
     assert wsgi_app(local).get("/_health").data == b"public"

@@ -11,7 +11,7 @@ from fluxer_sso_client import JWKSCache
 from fluxer_sso_client.errors import VerificationUnavailable
 from fluxer_sso_client.jwks import max_age
 from harness import SSOServer, rsa_pem_pair
-from test_client_verifier import PUBLIC, Clock, jwk_set
+from local_tokens import PUBLIC, Clock, jwk_set
 
 _, NEXT_PUBLIC = rsa_pem_pair()
 

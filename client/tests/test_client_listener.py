@@ -17,7 +17,7 @@ from fluxer_sso_client import EventListener, RevocationList, ServiceClient
 from fluxer_sso_client.errors import VerificationUnavailable
 from fluxer_sso_client.events import Event
 from harness import RedisProcess, wait_for
-from test_client_verifier import Clock
+from local_tokens import Clock
 
 S1, S2, S3 = "A" * 43, "B" * 43, "C" * 43
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fluxer_sso_client import RevocationList
 from fluxer_sso_client.revocation import ExpiringSet
-from test_client_verifier import Clock
+from local_tokens import Clock
 
 
 def test_a_denied_session_is_forgotten_after_the_longest_token_lifetime() -> None:
