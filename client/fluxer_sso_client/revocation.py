@@ -7,7 +7,8 @@ token living longer than ``max_token_lifetime``, so ``at + max_token_lifetime +
 leeway`` is enough. A denied ``jti`` is kept until the ``expires_at`` of its
 ``tokens-revoked`` event. Expired entries are dropped as new ones arrive.
 
-Memory is bounded: at most ``max_entries`` of each kind (about 150 bytes each).
+Memory is bounded: at most ``max_entries`` of each kind (about 220 bytes each with
+its string: 22 MB per 100 000, measured).
 Beyond that the entry that would expire soonest is dropped first and counted in
 ``overflowed`` (and logged): an instance seeing that many revocations inside one
 token lifetime should raise the bound.
