@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import time
 import traceback
 
 import pytest
@@ -164,3 +166,18 @@ def test_a_redirect_is_not_followed(scripted) -> None:
     with pytest.raises(ServiceError) as caught:
         ServiceClient(url, SERVICE_SECRET).validate_session("A" * 43)
     assert caught.value.status == 307
+
+
+def test_a_silent_service_times_out_and_is_retried() -> None:
+    """A service that accepts the connection and never answers costs timeout x attempts, then ServiceUnavailable."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshakes; nobody ever reads or answers
+        sleeps: list[float] = []
+        client = ServiceClient(f"http://127.0.0.1:{silent.getsockname()[1]}", SERVICE_SECRET, timeout=0.2,
+                               retries=1, sleep=sleeps.append)  # fmt: skip
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable, match="timed out"):
+            client.list_sessions("42")
+        elapsed = time.monotonic() - started
+    assert len(sleeps) == 1 and 0.4 <= elapsed < 2.0, elapsed
