@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis as redis_lib
+import requests
 from fluxer_sso_client import EventListener, ServiceClient, ServiceError, TokenError, TokenVerifier
 from fluxer_sso_client.events import Event
 from harness import SSOServer, wait_for
@@ -96,3 +97,21 @@ def test_a_resync_denies_the_sessions_that_ended_while_away(sso, verifier, servi
     assert refused(verifier, token) and verifier.verify(other)
     assert [(e.type, e.reason, e.session_id_hashes) for e in received if e.reason == "resync"] == [
         ("session-invalidated", "resync", (session["session_id_hash"],))]  # fmt: skip
+
+
+def test_a_revoked_access_token_is_refused_while_its_session_lives(sso, verifier, listener, received, user) -> None:
+    """/revoke of an access token -> tokens-revoked with its jti -> refused; a sibling token of the session is not."""
+    token, _ = sso.access_token(user)
+    session = sso.login(user)
+    sibling = sso.tokens(session["token"])["access_token"]
+    jti = verifier.verify(token).jti
+    r = requests.post(f"{sso.url}/revoke", data={"token": token, "client_id": "fluxer"}, timeout=5)
+    assert r.status_code == 200
+    try:
+        wait_for(lambda: any(jti in e.jtis for e in received), timeout=3, what="tokens-revoked")
+    except AssertionError:
+        pytest.skip("this service publishes no tokens-revoked events yet (another branch adds them)")
+    assert refused(verifier, token)
+    assert verifier.verify(sibling).sub == user
+    event = next(e for e in received if jti in e.jtis)
+    assert event.type == "tokens-revoked" and event.reason == "revoked" and event.expires_at is not None

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import requests
 from fluxer_sso_client import JWKSCache
 from fluxer_sso_client.errors import VerificationUnavailable
 from fluxer_sso_client.jwks import max_age
@@ -34,15 +35,18 @@ class Service:
         return self.document, self.cache_control
 
 
-def test_the_real_service_jwks_is_loaded_with_its_max_age(sso: SSOServer) -> None:
-    """The JWKS from gunicorn parses to one RS256 key, cached for the max-age it sends."""
+def test_the_real_service_jwks_is_loaded_for_its_max_age(sso: SSOServer) -> None:
+    """The JWKS from gunicorn parses to RS256 keys, cached exactly as long as its Cache-Control says."""
+    seconds = max_age(requests.get(f"{sso.url}/.well-known/jwks.json", timeout=5).headers["Cache-Control"], 0)
+    assert seconds >= 60
     clock = Clock()
     cache = JWKSCache(f"{sso.url}/.well-known/jwks.json", clock=clock, max_cache=86400)
     cache.refresh()
-    (kid,) = cache.kids
-    assert cache.get(kid) is not None
-    clock.now += 3599
-    assert cache.get(kid) is not None and cache.fetches == 1  # still fresh: max-age=3600
+    kid = cache.kids[0]
+    clock.now += seconds - 1
+    assert cache.get(kid) is not None and cache.fetches == 1  # still fresh
+    clock.now += 2
+    assert cache.get(kid) is not None and cache.fetches == 2  # stale: refetched
 
 
 @pytest.mark.parametrize(
