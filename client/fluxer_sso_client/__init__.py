@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,6 +39,9 @@ __all__ = [
     "RateLimited", "RevocationList", "SSOError", "Secret", "ServiceClient", "ServiceError", "ServiceUnavailable",
     "Session", "TokenError", "TokenVerifier", "VerificationUnavailable", "session_id_hash",
 ]  # fmt: skip
+
+
+log = logging.getLogger("fluxer_sso_client")
 
 
 class FluxerSSO:
@@ -100,9 +104,7 @@ class FluxerSSO:
         try:
             self.jwks.refresh()
         except Exception as exc:  # the outage policy: keep starting, verification answers 503 until keys load
-            import logging
-
-            logging.getLogger("fluxer_sso_client").warning("JWKS not loaded at start: %s", exc)
+            log.warning("JWKS not loaded at start: %s", exc)
         self.listener.start()
 
     def stop(self) -> None:
