@@ -17,8 +17,12 @@ $(VENV)/.devredis: $(VENV)/.runtime requirements-devredis.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-devredis.txt
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.devredis requirements-dev.txt
+# The client library (client/) is installed editable for its tests; its dependencies are
+# already pinned above, so --no-deps, and `pip check` proves the pins satisfy its ranges.
+$(VENV)/.dev: $(VENV)/.devredis requirements-dev.txt client/pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e ./client
+	$(PY) -m pip check
 	touch $@
 
 install: $(VENV)/.runtime          ## a .venv with the pinned runtime requirements
@@ -35,14 +39,14 @@ run: install $(VENV)/.devredis     ## gunicorn + gevent on $SSO_PORT (a developm
 	@$(PY) -m config.keygen --ensure $(SSO_ENV_FILE)
 	$(PY) -m config.devrun --env-file $(SSO_ENV_FILE) $(DEVRUN_FLAGS) -- $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py wsgi:app
 
-test: install-dev                  ## the whole suite (starts its own redis-server, or the shipped valkey-server)
+test: install-dev                  ## the whole suite, the client library's too (starts its own redis-server, or the shipped valkey-server)
 	$(PY) -m pytest
 
 lint: install-dev                  ## ruff, mypy, bandit, and pip-audit (needs PyPI's vulnerability API)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy sso config app.py
-	$(VENV)/bin/bandit -q -r sso config app.py wsgi.py
+	$(VENV)/bin/mypy sso config app.py client/fluxer_sso_client
+	$(VENV)/bin/bandit -q -r sso config app.py wsgi.py client/fluxer_sso_client
 	tools/audit-deps
 
 bench: install-dev                 ## benchmark table + 100k-request memory soak (~4 min), also in bench/results/latest.md

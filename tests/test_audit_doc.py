@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIT = ROOT / "SECURITY_AUDIT.md"
-REFERENCE = re.compile(r"(tests/[\w/]+\.py)::(\w+)(?:\[([^\]`]+)\])?")
+REFERENCE = re.compile(r"((?:client/)?tests/[\w/]+\.py)::(\w+)(?:\[([^\]`]+)\])?")  # client/: the library
 ROW_ID = re.compile(r"^\|\s*([A-Z]\d+)\s*\|")
 
 
@@ -27,7 +27,7 @@ def references(text: str) -> list[tuple[str, str, str | None]]:
 
 
 def test_every_cited_test_exists():
-    """Each `tests/<file>.py::<test>` in the audit names a test function in that file (and its case id)."""
+    """Each `[client/]tests/<file>.py::<test>` in the audit names a test function in that file (and its case id)."""
     cited = references(AUDIT.read_text())
     assert len(cited) > 100, "the audit cites far fewer tests than it should: is the reference syntax intact?"
     missing = []
