@@ -15,6 +15,7 @@ from config.redis_url import parse_redis_url
 from config.settings import Settings, load_settings
 from sso import __version__
 from sso.authorization import AuthorizationService
+from sso.backchannel import BackchannelLogout
 from sso.cli import sso as sso_cli
 from sso.clients import ClientRegistry
 from sso.context import OAuthContext
@@ -47,6 +48,7 @@ class Services:
     store: RedisStore
     keys: KeySet
     worker: BackgroundWorker
+    backchannel: BackchannelLogout | None
     sessions: SessionService
     clients: ClientRegistry
     tokens: TokenService
@@ -87,9 +89,14 @@ def create_app(
         max_sessions_per_user=settings.max_sessions_per_user,
         event_log_retention=settings.event_log_retention,
     )
-    worker = BackgroundWorker(store, interval=settings.activity_update_interval, clock=clock)
     keys = KeySet(settings.jwt_private_key, [settings.jwt_public_key, *settings.jwt_extra_public_keys])
-    sessions = SessionService(store, worker, ttl=settings.session_ttl, clock=clock)
+    backchannel = (
+        BackchannelLogout(dict(settings.backchannel_logout_uris), keys, settings.issuer, clock=clock)
+        if settings.backchannel_logout_uris
+        else None
+    )
+    worker = BackgroundWorker(store, interval=settings.activity_update_interval, clock=clock, backchannel=backchannel)
+    sessions = SessionService(store, worker, ttl=settings.session_ttl, clock=clock, backchannel=backchannel)
     clients = ClientRegistry(settings.clients, settings.allowed_redirect_uris)
     tokens = TokenService(keys, store, settings, clock, worker=worker)
     ctx = OAuthContext(store=store, clients=clients, worker=worker, settings=settings, clock=clock)
@@ -99,6 +106,7 @@ def create_app(
         store=store,
         keys=keys,
         worker=worker,
+        backchannel=backchannel,
         sessions=sessions,
         clients=clients,
         tokens=tokens,

@@ -78,6 +78,8 @@ class Settings:
     jwt_extra_public_keys: tuple[str, ...] = field(default=(), repr=False)
     jwks_max_age: int = 300
     event_log_retention: int = 86400
+    # OIDC Back-Channel Logout: client id -> the URI its Logout Tokens are POSTed to.
+    backchannel_logout_uris: tuple[tuple[str, str], ...] = ()
     # Failures counted per client address (sso/ratelimit.py); None switches a limit off.
     rate_limit_service_auth_failures: RateLimit | None = RateLimit(20, 60)
     rate_limit_token_failures: RateLimit | None = RateLimit(60, 60)
@@ -201,6 +203,23 @@ def _pem(env: Mapping[str, str], name: str) -> str:
     return value + "\n"
 
 
+def _backchannel_uris(env: Mapping[str, str], clients: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``client_id=https://…`` pairs: https, or plain http only to a loopback address (development)."""
+    name = "SSO_BACKCHANNEL_LOGOUT_URIS"
+    pairs: list[tuple[str, str]] = []
+    for item in _list(env, name):
+        client, sep, uri = item.partition("=")
+        if not sep or client not in clients:
+            raise ConfigError(name, f"{item!r} must be client_id=URI with a client of SSO_CLIENTS")
+        parts = urlsplit(_http_url(name, uri))
+        if parts.scheme != "https" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+            raise ConfigError(name, f"{uri!r} must be https (plain http only to a loopback address)")
+        if client in dict(pairs):
+            raise ConfigError(name, f"{client!r} is listed twice")
+        pairs.append((client, uri))
+    return tuple(pairs)
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build Settings from an environment mapping, or raise ConfigError."""
     private_pem = _pem(env, "SSO_JWT_PRIVATE_KEY")
@@ -280,6 +299,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         jwt_extra_public_keys=extra_public_keys,
         jwks_max_age=_int(env, "SSO_JWKS_MAX_AGE", 300),
         event_log_retention=_int(env, "SSO_EVENT_LOG_RETENTION", 86400, minimum=60),
+        backchannel_logout_uris=_backchannel_uris(env, clients),
         rate_limit_service_auth_failures=_rate(
             env, "SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES", Settings.rate_limit_service_auth_failures
         ),

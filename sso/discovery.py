@@ -48,6 +48,11 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "claims_parameter_supported": False,
+        **(
+            {"backchannel_logout_supported": True, "backchannel_logout_session_supported": True}
+            if settings.backchannel_logout_uris
+            else {}
+        ),
     }
 
 

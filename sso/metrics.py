@@ -44,6 +44,9 @@ ACTIVITY_PENDING = Gauge("sso_activity_pending", "Activity marks waiting for the
 EVENTS_PUBLISHED = Counter("sso_events_published_total", "Session events published.")
 EVENTS_FAILED = Counter("sso_events_failed_total", "Event publish attempts that failed (retried).")
 EVENTS_DROPPED = Counter("sso_events_dropped_total", "Events dropped because the queue was full.")
+BACKCHANNEL = Counter(
+    "sso_backchannel_logout_total", "Back-channel Logout Token deliveries, by outcome.", ["outcome"]
+)  # delivered | retried | failed (4xx, or gave up after the retries) | dropped (queue full)
 RATE_LIMITED = Counter("sso_rate_limited_total", "Failing requests answered 429, by limit.", ["limit"])
 REDIS_ERRORS = Counter("sso_redis_errors_total", "Requests or background rounds that failed on Redis.", ["where"])
 EVENTS_QUEUED = Gauge("sso_events_queued", "Events handed to the background worker and not yet published.",

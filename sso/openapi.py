@@ -183,24 +183,24 @@ _SESSION = {
 }  # fmt: skip
 _KID = "IhEzttht7a_j5Nt5wsqo5v1M2EeTZmGGioi9kSgnzXM"
 EXAMPLES: dict[type[Schema], Any] = {
-    CreatedSessionSchema: {"token": "q9S3m2Jx0bZ5yV1cT8wK4nR7eA6fH2gL0pU9iO3sD5E", "session_id_hash": _HASH,
+    CreatedSessionSchema: {"token": "q9S3m2Jx0bZ5yV1cT8wK4nR7eA6fH2gL0pU9iO3sD5E", "session_id_hash": _HASH,  # nosec B105: an example
                            "user_id": "1234567890", "created_at": "2026-11-27T12:00:00Z",
                            "expires_at": "2026-12-27T12:00:00Z"},
     ValidationResultSchema: {"valid": True, "session": _SESSION},
     SessionListSchema: {"sessions": [_SESSION]},
     InvalidatedSchema: {"invalidated": [_HASH]},
     SessionStatusResultSchema: {"sessions": {_HASH: True, "q3dNgNKvUUmYcb1YKg8k2Bp3W9oE6tZlXfJrS0aHnMw": False}},
-    TokenResponseSchema: {"access_token": _JWT, "token_type": "Bearer", "expires_in": 900,
-                          "refresh_token": "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5",
+    TokenResponseSchema: {"access_token": _JWT, "token_type": "Bearer", "expires_in": 900,  # nosec B105: an example
+                          "refresh_token": "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5",  # nosec B105: an example
                           "scope": "openid profile email", "id_token": _JWT},
     UserinfoSchema: {"sub": "1234567890", "name": "Ada", "email": "ada@example.com"},
     IntrospectionSchema: {"active": True, "sub": "1234567890", "client_id": "fluxer", "scope": "openid profile",
-                          "exp": 1795780800, "iat": 1795779900, "token_type": "Bearer", "sid": _HASH,
+                          "exp": 1795780800, "iat": 1795779900, "token_type": "Bearer", "sid": _HASH,  # nosec B105: an example
                           "iss": "https://sso.example.com", "aud": "fluxer-api", "jti": "b3BhcXVlLWp0aQ"},
     LoggedOutSchema: {"logged_out": True},
     HealthSchema: {"status": "ok"},
     DiscoverySchema: {"issuer": "https://sso.example.com", "authorization_endpoint": "https://sso.example.com/authorize",
-                      "token_endpoint": "https://sso.example.com/token",
+                      "token_endpoint": "https://sso.example.com/token",  # nosec B105: an example
                       "jwks_uri": "https://sso.example.com/.well-known/jwks.json",
                       "response_types_supported": ["code"], "code_challenge_methods_supported": ["S256"]},
     JwksSchema: {"keys": [{"kty": "RSA", "n": "u1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0_IzW7yWR7QkrmBL7jTKEn5u-qKhbwKfBstIs-bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW_VDL5AaWTg0nLVkjRo9z-40RQzuVaE8AkAFmxZzow3x-VJYKdjykkJ0iT9wCS0DRTXu269V264Vf_3jvredZiKRkgwlL9xNAwxXFg0x_XFw005UWVRIkdgcKWTjpBP2dPwVZ4WWC-9aGVd-Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbcmw", "e": "AQAB", "kid": _KID, "use": "sig", "alg": "RS256"}]},  # noqa: E501

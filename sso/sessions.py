@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sso import events, metrics
+from sso.backchannel import BackchannelLogout
 from sso.digests import token_hash
-from sso.store import RedisStore
+from sso.store import Ended, RedisStore
 from sso.worker import BackgroundWorker
 
 audit_log = logging.getLogger("sso.audit")
@@ -64,12 +65,25 @@ class Session:
 
 class SessionService:
     def __init__(
-        self, store: RedisStore, worker: BackgroundWorker, *, ttl: int, clock: Callable[[], float] = time.time
+        self,
+        store: RedisStore,
+        worker: BackgroundWorker,
+        *,
+        ttl: int,
+        clock: Callable[[], float] = time.time,
+        backchannel: BackchannelLogout | None = None,
     ) -> None:
         self.store = store
         self.worker = worker
         self.ttl = ttl
         self.clock = clock
+        self.backchannel = backchannel
+
+    def _ended(self, user_id: str, ended: Sequence[Ended]) -> list[str]:
+        """Queue the back-channel logouts of ended sessions (the worker sends them); their ids."""
+        if ended and self.backchannel is not None:
+            self.backchannel.enqueue(user_id, ended)
+        return [e.sid for e in ended]
 
     def create(
         self,
@@ -94,7 +108,7 @@ class SessionService:
             platform=platform or "",
             claims=claims or {},
         )
-        evicted = self.store.create_session(
+        evicted_sessions = self.store.create_session(
             sid,
             user_id,
             now,
@@ -107,6 +121,7 @@ class SessionService:
             },
         )
         metrics.SESSIONS_CREATED.inc()
+        evicted = self._ended(user_id, evicted_sessions)
         if evicted:  # the per-user cap: the least recently active made room
             metrics.SESSIONS_INVALIDATED.inc(len(evicted))
             self.worker.publish(
@@ -148,7 +163,7 @@ class SessionService:
     def invalidate(self, user_id: str, sids: Sequence[str], *, reason: str, actor: str) -> list[str]:
         """End the listed sessions; ``reason`` (events.INVALIDATION_REASONS) goes into the event,
         ``actor`` (who asked) into the audit line."""
-        ended = self.store.invalidate(user_id, dict.fromkeys(sids)) if sids else []
+        ended = self._ended(user_id, self.store.end_sessions(user_id, dict.fromkeys(sids)) if sids else [])
         _audit(events.SESSION_INVALIDATED, user_id, requested=len(sids), ended=ended, actor=actor)
         if ended:
             metrics.SESSIONS_INVALIDATED.inc(len(ended))
@@ -158,7 +173,7 @@ class SessionService:
 
     def invalidate_all(self, user_id: str, keep: Sequence[str] = (), *, actor: str) -> list[str]:
         """End every session of a user but ``keep``; ``actor`` goes into the audit line."""
-        ended = self.store.invalidate_all(user_id, keep)
+        ended = self._ended(user_id, self.store.end_all_sessions(user_id, keep))
         _audit(events.GLOBAL_LOGOUT, user_id, requested=None, ended=ended, actor=actor)
         if ended:
             metrics.SESSIONS_INVALIDATED.inc(len(ended))

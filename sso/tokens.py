@@ -19,6 +19,7 @@ from typing import Any
 
 from config.settings import Settings
 from sso import events, scopes
+from sso.backchannel import LOGOUT_TOKEN_LIFETIME
 from sso.digests import b64url
 from sso.errors import InsufficientScope, InvalidToken, UnsupportedTokenType
 from sso.keys import KeySet, TokenRejected
@@ -32,7 +33,8 @@ ACCESS_TOKEN_TYP = "at+jwt"  # nosec B105  # RFC 9068 §2.1
 ID_TOKEN_TYP = "JWT"  # nosec B105
 BEARER = "Bearer"  # RFC 6750 token_type
 REFRESH_TOKEN_TYPE = "refresh_token"  # nosec B105  # RFC 7662 token_type of a refresh token
-TOKEN_TYPE_HINTS = ("access_token", REFRESH_TOKEN_TYPE)
+ACCESS_TOKEN_TYPE = "access_token"  # nosec B105  # RFC 7009/7662 token_type_hint
+TOKEN_TYPE_HINTS = (ACCESS_TOKEN_TYPE, REFRESH_TOKEN_TYPE)
 
 
 def signed_token_lifetimes(settings: Settings) -> dict[str, int]:
@@ -43,7 +45,10 @@ def signed_token_lifetimes(settings: Settings) -> dict[str, int]:
     token it accompanies (``mint_id_token`` gets its ``expires_in``). A new kind of
     signed token must be added here.
     """
-    return {"access token": settings.access_token_ttl, "id token": settings.access_token_ttl}
+    lifetimes = {"access token": settings.access_token_ttl, "id token": settings.access_token_ttl}
+    if settings.backchannel_logout_uris:
+        lifetimes["logout token"] = LOGOUT_TOKEN_LIFETIME
+    return lifetimes
 
 
 def at_hash(access_token: str) -> str:
@@ -235,7 +240,7 @@ class TokenService:
             try:
                 claims = self.verify_access_token(token)
             except TokenRejected:
-                audit_log.info("token-revoke", extra={"actor": actor, "token_type": "access_token",
+                audit_log.info("token-revoke", extra={"actor": actor, "token_type": ACCESS_TOKEN_TYPE,
                                                       "outcome": "unknown"})  # fmt: skip
                 return  # invalid or expired: nothing left to revoke
             outcome = "other-client" if client_id is not None and claims.get("client_id") != client_id else "revoked"
@@ -243,11 +248,11 @@ class TokenService:
                 jti, sid, exp = str(claims["jti"]), str(claims.get("sid", "")), int(claims["exp"])
                 revoked = self.store.revoke_access(jti, str(claims["sub"]), sid, exp, int(self.clock()))
                 self.announce(revoked, events.REVOKED)
-            audit_log.info("token-revoke", extra={"actor": actor, "token_type": "access_token", "outcome": outcome,
+            audit_log.info("token-revoke", extra={"actor": actor, "token_type": ACCESS_TOKEN_TYPE, "outcome": outcome,
                                                   "user_id": claims.get("sub"), "jti": claims.get("jti"),
                                                   "sid": claims.get("sid")})  # fmt: skip
             return
         result, revoked = self.store.revoke_refresh(token, client_id, int(self.clock()))
         self.announce(revoked, events.REVOKED)
         outcome = {1: "revoked", 0: "unknown", -1: "other-client"}.get(result, "unknown")
-        audit_log.info("token-revoke", extra={"actor": actor, "token_type": "refresh_token", "outcome": outcome})
+        audit_log.info("token-revoke", extra={"actor": actor, "token_type": REFRESH_TOKEN_TYPE, "outcome": outcome})

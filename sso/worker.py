@@ -17,6 +17,7 @@ from collections.abc import Callable
 from redis.exceptions import RedisError
 
 from sso import metrics
+from sso.backchannel import BackchannelLogout
 from sso.store import RedisStore
 
 log = logging.getLogger("sso.worker")
@@ -34,8 +35,10 @@ class BackgroundWorker:
         tick: float = 1.0,
         max_events: int = 10_000,
         max_pending: int = 100_000,
+        backchannel: BackchannelLogout | None = None,
     ) -> None:
         self.store = store
+        self.backchannel = backchannel
         self.interval = interval
         self.clock = clock
         self.tick = tick
@@ -94,6 +97,8 @@ class BackgroundWorker:
             self._wake.clear()
             self._flush_activity()
             self._flush_events()
+            if self.backchannel is not None and self.backchannel.pending:
+                self.backchannel.deliver_due()
 
     def _flush_activity(self) -> None:
         if not self._pending:

@@ -10,6 +10,8 @@ them together for the rest of the service, which calls nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
@@ -19,7 +21,7 @@ from sso.store.eventlog import EventLog
 from sso.store.families import Families, RefreshInfo, Rotation
 from sso.store.layout import Keys, draw_session_token
 from sso.store.runner import Client, ReplicaTimeout, Runner
-from sso.store.sessions import SESSION_FIELDS, SessionRecords
+from sso.store.sessions import SESSION_FIELDS, Ended, SessionRecords
 from sso.store.token_state import MARKS_PER_SESSION, Revoked, TokenState
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "MARKS_PER_SESSION",
     "SESSION_FIELDS",
     "CodeIssue",
+    "Ended",
     "Keys",
     "Redemption",
     "RedisStore",
@@ -72,8 +75,8 @@ class RedisStore:
         self.find_session = sessions.find
         self.sessions_alive = sessions.alive
         self.list_sessions = sessions.listing
-        self.invalidate = sessions.invalidate
-        self.invalidate_all = sessions.invalidate_all
+        self.end_sessions = sessions.invalidate  # [Ended(sid, clients)]: what back-channel logout needs
+        self.end_all_sessions = sessions.invalidate_all
         self.touch_many = sessions.touch_many
         self.count_live_sessions = sessions.count_live
         self.issue_code = codes.issue
@@ -87,6 +90,13 @@ class RedisStore:
         self.revoke_access = token_state.revoke_access
         self.count_failure = counters.count_failure
         self.publish_many = event_log.publish_many
+
+    def invalidate(self, user_id: str, sids: Iterable[str]) -> list[str]:
+        """End these sessions of the user; the ids of those that were live."""
+        return [e.sid for e in self.end_sessions(user_id, sids)]
+
+    def invalidate_all(self, user_id: str, keep: Iterable[str]) -> list[str]:
+        return [e.sid for e in self.end_all_sessions(user_id, keep)]
 
     @property
     def events_channel(self) -> str:

@@ -128,10 +128,12 @@ def connect(
     checked = {"health_check_interval": 30}
     tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": target.ssl_ca_certs} if target.tls else {}
     if target.kind == "single":
-        assert target.url is not None
+        if target.url is None:
+            raise ValueError("a one-server target carries its URL")
         return redis_class.from_url(target.url, retry=_retry(), **common, **checked)
     if target.kind == "sentinel":
-        assert target.master_name is not None
+        if target.master_name is None:
+            raise ValueError("a Sentinel target names its master")
         sentinel = Sentinel(
             list(target.hosts),
             sentinel_kwargs={

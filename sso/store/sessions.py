@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import cast
 
 from redis.typing import EncodableT
@@ -23,6 +24,19 @@ SESSION_FIELDS = (
     "user_id", "created_at", "last_active_at", "expires_at", "client_ip", "user_agent", "platform", "claims",
 )  # fmt: skip
 MAX_CHANGED_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A session that ended, and the clients it had issued tokens to (for back-channel logout)."""
+
+    sid: str
+    clients: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, entry: str) -> Ended:
+        sid, _, clients = entry.partition("=")
+        return cls(sid, tuple(c for c in clients.split(",") if c))
 
 
 def _request_id() -> str:
@@ -39,7 +53,7 @@ class SessionRecords:
         self.keys = keys
         self.max_per_user = max_per_user
 
-    def create(self, sid: str, user_id: str, now: int, expires_at: int, fields: dict[str, str]) -> list[str]:
+    def create(self, sid: str, user_id: str, now: int, expires_at: int, fields: dict[str, str]) -> list[Ended]:
         """Write the record and index it; the sessions evicted for the cap (least recently active first).
 
         One script call; at the cap one more per evicted session, since a script
@@ -50,7 +64,7 @@ class SessionRecords:
             raise ValueError("the session id hash is not in the user's bucket")
         mark = self.keys.request(user_bucket(user_id), _request_id())
         ttl = max(1, expires_at - now)
-        evicted: list[str] = []
+        evicted: list[Ended] = []
         victim = ""
         for _ in range(self.max_per_user + 1):
             victim_key = self.keys.session(victim) if victim else record
@@ -61,10 +75,10 @@ class SessionRecords:
                  fields["claims"], self.max_per_user, ttl, victim],
             )  # fmt: skip
             if outcome == "ok":
-                return evicted + [s for s in rest[:1] if s]
+                return evicted + [Ended.parse(s) for s in rest[:1] if s]
             victim, gone = rest[0], rest[1]
             if gone:
-                evicted.append(gone)
+                evicted.append(Ended.parse(gone))
         raise RuntimeError("could not make room for a new session")
 
     def find(self, sid: str) -> dict[str, str] | None:
@@ -95,12 +109,12 @@ class SessionRecords:
         flat = self.runner.run("list_sessions", [index, *records], sids)
         return [(flat[i], _record(flat[i + 1])) for i in range(0, len(flat), 2)]
 
-    def invalidate(self, user_id: str, sids: Iterable[str]) -> list[str]:
+    def invalidate(self, user_id: str, sids: Iterable[str]) -> list[Ended]:
         """End these sessions of the user (others' are left alone); acknowledged by a replica."""
         mine = [sid for sid in dict.fromkeys(sids) if self.keys.user_session(user_id, sid)]
         return (self._end(user_id, "some", mine, ()) or []) if mine else []
 
-    def invalidate_all(self, user_id: str, keep: Iterable[str]) -> list[str]:
+    def invalidate_all(self, user_id: str, keep: Iterable[str]) -> list[Ended]:
         """End every session of the user but ``keep``: read the index, then one script that
         refuses (and is repeated) if a session was created in between."""
         kept = list(dict.fromkeys(keep))
@@ -113,7 +127,7 @@ class SessionRecords:
                 return ended
         raise RuntimeError("sessions kept being created during invalidate-all")
 
-    def _end(self, user_id: str, mode: str, targets: Sequence[str], kept: Sequence[str]) -> list[str] | None:
+    def _end(self, user_id: str, mode: str, targets: Sequence[str], kept: Sequence[str]) -> list[Ended] | None:
         bucket = user_bucket(user_id)
         records = [self.keys.user_session(user_id, sid) or "" for sid in targets]
         answer = self.runner.run_acknowledged(
@@ -123,7 +137,7 @@ class SessionRecords:
         )
         if answer[0] == "changed":
             return None
-        return list(answer[1:])
+        return [Ended.parse(entry) for entry in answer[1:]]
 
     def count_live(self, max_round_trips: int = 1000, batch: int = 1000) -> tuple[int, bool]:
         """Live sessions, counted by their records with SCAN on every primary; ``(count, complete)``.

@@ -1,8 +1,9 @@
 -- KEYS: record, user index, record of the session to evict (= KEYS[1] when none), request mark.
 -- ARGV: sid, user, now, expires_at, ttl, client_ip, user_agent, platform, claims, cap, session ttl,
 --       the sid to evict ('' = none).
--- {'ok', evicted sid or ''}, or {'full', least recently active sid, evicted sid or ''}: at the cap,
--- call again with that session's record declared.
+-- {'ok', evicted or ''}, or {'full', least recently active sid, evicted or ''}: at the cap, call again
+-- with that session's record declared. An evicted session is 'sid' or 'sid=client,client' (the
+-- clients it issued tokens to: back-channel logout).
 local rec, index, mark = KEYS[1], KEYS[2], KEYS[4]
 local now, ttl = tonumber(ARGV[3]), tonumber(ARGV[5])
 if redis.call('EXISTS', rec) == 1 then
@@ -14,9 +15,11 @@ local evicted = ''
 if redis.call('ZCARD', index) >= tonumber(ARGV[10]) then
   local oldest = redis.call('ZRANGE', index, 0, 0)[1]
   if ARGV[12] ~= oldest then return {'full', oldest, ''} end
+  local clients = redis.call('HGET', KEYS[3], 'bc')
   if redis.call('DEL', KEYS[3]) == 1 then
     evicted = oldest
-    redis.call('SET', mark, oldest, 'EX', 60)
+    if clients and clients ~= '' then evicted = oldest .. '=' .. string.gsub(clients, ' ', ',') end
+    redis.call('SET', mark, evicted, 'EX', 60)
   end
   redis.call('ZREM', index, oldest)
   if redis.call('ZCARD', index) >= tonumber(ARGV[10]) then

@@ -4,7 +4,8 @@
 -- 'all' first checks that the index holds no session the caller did not declare (one created
 -- since it read the index): then it changes nothing and answers {'changed'}.
 -- The answer is kept under the request mark for a minute, so a retry of this request (a reply
--- lost to a timeout) gets the same answer instead of an empty one.
+-- lost to a timeout) gets the same answer instead of an empty one. Each ended session is answered
+-- as 'sid' or 'sid=client,client' (the clients it issued tokens to: back-channel logout).
 local index, mark = KEYS[1], KEYS[2]
 local done = redis.call('GET', mark)
 if done then
@@ -22,9 +23,12 @@ if ARGV[2] == 'all' then
 end
 local ended = {'ended'}
 for i = 1, n do
-  if redis.call('HGET', KEYS[2 + i], 'user_id') == user then
+  local owner = redis.call('HMGET', KEYS[2 + i], 'user_id', 'bc')
+  if owner[1] == user then
     redis.call('DEL', KEYS[2 + i])
-    table.insert(ended, ARGV[3 + i])
+    local entry = ARGV[3 + i]
+    if owner[2] and owner[2] ~= '' then entry = entry .. '=' .. string.gsub(owner[2], ' ', ',') end
+    table.insert(ended, entry)
   end
   redis.call('ZREM', index, ARGV[3 + i])
 end

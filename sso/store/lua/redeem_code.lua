@@ -51,5 +51,10 @@ local sess_exp = tonumber(sess[1])
 local fam = {c = ARGV[6], s = ARGV[7], g = 0, k = ARGV[9], e = math.min(tonumber(ARGV[8]), sess_exp),
   t = now, r = now, n = 1, x = math.min(tonumber(ARGV[10]), sess_exp), q = string.rep('0', 24), qn = 0}
 redis.call('HSET', rec, 'f:' .. fid, encode_family(fam))
+-- the clients this session issued tokens to, for back-channel logout when it ends (bounded by SSO_CLIENTS)
+local clients = redis.call('HGET', rec, 'bc') or ''
+if not string.find(' ' .. clients .. ' ', ' ' .. ARGV[6] .. ' ', 1, true) then
+  redis.call('HSET', rec, 'bc', (clients == '' and '' or clients .. ' ') .. ARGV[6])
+end
 return {'ok', sess[1], sess[2], string.format('%d', fam.e), refresh_mac(fam, sid, fid, 0), dropped, ended[1],
   ended[2]}
