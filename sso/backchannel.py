@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +33,7 @@ LOGOUT_TOKEN_LIFETIME = 120  # seconds: a retried delivery gets a fresh token
 TIMEOUT = 3.0  # seconds per POST
 BACKOFF = (1, 2, 4, 8, 16, 32, 64)  # seconds before each retry: about two minutes in all
 MAX_PENDING = 10_000
+ROUND_SECONDS = 10.0  # one delivery round stops starting new POSTs after this long
 
 Post = Callable[[str, bytes, float], int]
 
@@ -89,6 +91,7 @@ class BackchannelLogout:
         self.post = post
         self.max_pending = max_pending
         self._queue: list[Delivery] = []
+        self._sender: threading.Thread | None = None
 
     @property
     def pending(self) -> int:
@@ -122,16 +125,38 @@ class BackchannelLogout:
         }
         return self.keys.sign(claims, LOGOUT_TOKEN_TYP)
 
-    def deliver_due(self) -> int:
-        """Send every delivery that is due; reschedule failures; how many were delivered."""
-        now = self.clock()
+    def start_round(self) -> None:
+        """Deliver what is due in a thread of its own (a greenlet under gevent's patching), one round at a
+        time: the background loop that publishes events never waits on a client."""
+        if self._sender is not None and self._sender.is_alive():
+            return
+        self._sender = threading.Thread(target=self._round, name="sso-backchannel", daemon=True)
+        self._sender.start()
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the running round (a stopping worker, the CLI, tests)."""
+        if self._sender is not None:
+            self._sender.join(timeout)
+
+    def _round(self) -> None:
+        try:
+            self.deliver_due()
+        except Exception:  # the sender must outlive any bug in one round
+            log.exception("back-channel delivery round failed")
+
+    def deliver_due(self, budget: float = ROUND_SECONDS) -> int:
+        """Send the deliveries that are due, for at most ``budget`` seconds; reschedule failures; how many
+        were delivered. Whatever a client answers or raises counts against that delivery alone."""
+        now, started = self.clock(), time.monotonic()
         due = [d for d in self._queue if d.due <= now]
         delivered = 0
         for delivery in due:
+            if time.monotonic() - started > budget:
+                break  # the rest is still due: the next round takes it
             body = urlencode({"logout_token": self.logout_token(delivery)}).encode()
             try:
                 status = self.post(delivery.uri, body, TIMEOUT)
-            except (OSError, ValueError) as exc:  # no answer: refused, timed out, reset
+            except Exception as exc:  # no answer, or no HTTP: refused, timed out, reset, a garbled status line
                 status, reason = 0, type(exc).__name__
             else:
                 reason = f"HTTP {status}"

@@ -14,7 +14,7 @@ import sys
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from config import envfile
 from config.keygen import env_lines, generate_key_pair
@@ -109,7 +109,7 @@ def check_config(env_file: str | None) -> None:
                f"redis {masked_redis_url(settings.redis_url)}")  # fmt: skip
     try:
         create_app(settings).extensions["sso"].store.ping()
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:
         click.echo(f"redis unreachable at {masked_redis_url(settings.redis_url)}: {type(exc).__name__}", err=True)
         sys.exit(2)
     click.echo(f"redis OK: {masked_redis_url(settings.redis_url)}")

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, jsonify, redirect, request
 from marshmallow import EXCLUDE, Schema, ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -251,7 +251,8 @@ def register_error_handlers(app: Flask) -> None:
         return response
 
     @app.errorhandler(RedisError)
-    def handle_redis_error(exc: RedisError) -> Response:
+    @app.errorhandler(RedisClusterException)  # a slot no node serves, no seed reachable: not a RedisError
+    def handle_redis_error(exc: Exception) -> Response:
         metrics.REDIS_ERRORS.labels("request").inc()
         log.error("%s %s -> redis unavailable: %s", request.method, request.path, type(exc).__name__)
         return error_response(errors.TemporarilyUnavailable())

@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 REQUESTS = Counter("sso_http_requests_total", "HTTP requests by endpoint, method and status.",
                    ["endpoint", "method", "status"])  # fmt: skip
@@ -96,7 +96,7 @@ class ScrapeTimeCollector:
         if self._cached is None or now - self._cached[0] >= LIVE_SESSIONS_CACHE_SECONDS:
             try:
                 count, complete = self.count_sessions()
-            except RedisError:
+            except (RedisError, RedisClusterException):
                 REDIS_ERRORS.labels("metrics").inc()
                 return None
             self._cached = (now, count, complete)

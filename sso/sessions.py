@@ -17,7 +17,7 @@ from typing import Any
 from sso import events, metrics
 from sso.backchannel import BackchannelLogout
 from sso.digests import token_hash
-from sso.store import Ended, RedisStore
+from sso.store import Ended, RedisStore, ReplicaTimeout
 from sso.worker import BackgroundWorker
 
 audit_log = logging.getLogger("sso.audit")
@@ -163,21 +163,41 @@ class SessionService:
     def invalidate(self, user_id: str, sids: Sequence[str], *, reason: str, actor: str) -> list[str]:
         """End the listed sessions; ``reason`` (events.INVALIDATION_REASONS) goes into the event,
         ``actor`` (who asked) into the audit line."""
-        ended = self._ended(user_id, self.store.end_sessions(user_id, dict.fromkeys(sids)) if sids else [])
-        _audit(events.SESSION_INVALIDATED, user_id, requested=len(sids), ended=ended, actor=actor)
-        if ended:
-            metrics.SESSIONS_INVALIDATED.inc(len(ended))
-            message = events.envelope(events.SESSION_INVALIDATED, user_id, ended, self.clock(), reason=reason)
-            self.worker.publish(message)
-        return ended
+
+        def announce(ended: list[str]) -> None:
+            _audit(events.SESSION_INVALIDATED, user_id, requested=len(sids), ended=ended, actor=actor)
+            if ended:
+                metrics.SESSIONS_INVALIDATED.inc(len(ended))
+                message = events.envelope(events.SESSION_INVALIDATED, user_id, ended, self.clock(), reason=reason)
+                self.worker.publish(message)
+
+        if not sids:
+            return []
+        return self._announced(user_id, lambda: self.store.end_sessions(user_id, dict.fromkeys(sids)), announce)
 
     def invalidate_all(self, user_id: str, keep: Sequence[str] = (), *, actor: str) -> list[str]:
         """End every session of a user but ``keep``; ``actor`` goes into the audit line."""
-        ended = self._ended(user_id, self.store.end_all_sessions(user_id, keep))
-        _audit(events.GLOBAL_LOGOUT, user_id, requested=None, ended=ended, actor=actor)
-        if ended:
-            metrics.SESSIONS_INVALIDATED.inc(len(ended))
-            self.worker.publish(events.envelope(events.GLOBAL_LOGOUT, user_id, ended, self.clock()))
+
+        def announce(ended: list[str]) -> None:
+            _audit(events.GLOBAL_LOGOUT, user_id, requested=None, ended=ended, actor=actor)
+            if ended:
+                metrics.SESSIONS_INVALIDATED.inc(len(ended))
+                self.worker.publish(events.envelope(events.GLOBAL_LOGOUT, user_id, ended, self.clock()))
+
+        return self._announced(user_id, lambda: self.store.end_all_sessions(user_id, keep), announce)
+
+    def _announced(
+        self, user_id: str, end: Callable[[], list[Ended]], announce: Callable[[list[str]], None]
+    ) -> list[str]:
+        """Run ``end`` and announce what it ended (event, audit, back-channel logout) — also when no
+        replica acknowledged it in time: the sessions did end on the primary, the caller gets a 503,
+        and its retry would find nothing left to announce."""
+        try:
+            ended = self._ended(user_id, end())
+        except ReplicaTimeout as exc:
+            announce(self._ended(user_id, exc.result or []))
+            raise
+        announce(ended)
         return ended
 
 

@@ -23,7 +23,7 @@ from sso.backchannel import LOGOUT_TOKEN_LIFETIME
 from sso.digests import b64url
 from sso.errors import InsufficientScope, InvalidToken, UnsupportedTokenType
 from sso.keys import KeySet, TokenRejected
-from sso.store import RedisStore, Revoked
+from sso.store import RedisStore, ReplicaTimeout, Revoked
 from sso.worker import BackgroundWorker
 
 audit_log = logging.getLogger("sso.audit")
@@ -94,10 +94,21 @@ class TokenService:
     # -- minting ----------------------------------------------------------------
 
     def mint_access_token(
-        self, *, user_id: str, sid: str, client_id: str, scope: str, jti: str, session_expires_at: int
+        self,
+        *,
+        user_id: str,
+        sid: str,
+        client_id: str,
+        scope: str,
+        jti: str,
+        session_expires_at: int,
+        now: int | None = None,
     ) -> tuple[str, int]:
-        """An RFC 9068 access token and its lifetime, never outliving its session."""
-        now = int(self.clock())
+        """An RFC 9068 access token and its lifetime, never outliving its session.
+
+        ``now``: the instant the store recorded the token at (its family's revocation mark
+        covers exactly that ``exp``), so the two never disagree across a second boundary."""
+        now = int(self.clock()) if now is None else now
         exp = min(now + self.settings.access_token_ttl, session_expires_at)
         claims = {
             "iss": self.settings.issuer,
@@ -246,13 +257,21 @@ class TokenService:
             outcome = "other-client" if client_id is not None and claims.get("client_id") != client_id else "revoked"
             if outcome == "revoked":
                 jti, sid, exp = str(claims["jti"]), str(claims.get("sid", "")), int(claims["exp"])
-                revoked = self.store.revoke_access(jti, str(claims["sub"]), sid, exp, int(self.clock()))
+                try:
+                    revoked = self.store.revoke_access(jti, str(claims["sub"]), sid, exp, int(self.clock()))
+                except ReplicaTimeout as exc:  # marked on the primary: announce it, then answer 503
+                    self.announce(exc.result, events.REVOKED)
+                    raise
                 self.announce(revoked, events.REVOKED)
             audit_log.info("token-revoke", extra={"actor": actor, "token_type": ACCESS_TOKEN_TYPE, "outcome": outcome,
                                                   "user_id": claims.get("sub"), "jti": claims.get("jti"),
                                                   "sid": claims.get("sid")})  # fmt: skip
             return
-        result, revoked = self.store.revoke_refresh(token, client_id, int(self.clock()))
+        try:
+            result, revoked = self.store.revoke_refresh(token, client_id, int(self.clock()))
+        except ReplicaTimeout as exc:  # revoked on the primary: announce it, then answer 503
+            self.announce(exc.result[1], events.REVOKED)
+            raise
         self.announce(revoked, events.REVOKED)
         outcome = {1: "revoked", 0: "unknown", -1: "other-client"}.get(result, "unknown")
         audit_log.info("token-revoke", extra={"actor": actor, "token_type": REFRESH_TOKEN_TYPE, "outcome": outcome})

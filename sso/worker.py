@@ -14,13 +14,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from redis.exceptions import RedisError
-
 from sso import metrics
 from sso.backchannel import BackchannelLogout
-from sso.store import RedisStore
+from sso.store import REDIS_ERRORS, RedisStore
 
 log = logging.getLogger("sso.worker")
+BACKCHANNEL_FLUSH_SECONDS = 10.0  # a stopping worker (or the CLI) waits this long for a delivery round
 
 
 class BackgroundWorker:
@@ -98,7 +97,7 @@ class BackgroundWorker:
             self._flush_activity()
             self._flush_events()
             if self.backchannel is not None and self.backchannel.pending:
-                self.backchannel.deliver_due()
+                self.backchannel.start_round()  # in its own greenlet: a slow client never holds this loop
 
     def _flush_activity(self) -> None:
         if not self._pending:
@@ -106,7 +105,7 @@ class BackgroundWorker:
         batch, self._pending = self._pending, {}
         try:
             written = self.store.touch_many(((user_id, sid, at) for sid, (user_id, at) in batch.items()), self.interval)
-        except RedisError:
+        except REDIS_ERRORS:
             for sid, mark in batch.items():
                 self._pending.setdefault(sid, mark)
             raise
@@ -122,7 +121,7 @@ class BackgroundWorker:
         self._events.clear()
         try:
             self.store.publish_many(batch)
-        except RedisError:
+        except REDIS_ERRORS:
             # Requests kept queueing while the publish was failing: the batch goes back in front of
             # them, and what no longer fits is its oldest part, counted and logged like any drop.
             room = max(0, (self._events.maxlen or len(batch)) - len(self._events))
@@ -143,10 +142,13 @@ class BackgroundWorker:
         """One final attempt, logging instead of raising; True when nothing is left."""
         try:
             self.run_once()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             self.failures += 1
             log.error("background flush failed, %d items left: %s", self.pending, type(exc).__name__)
             return False
+        finally:
+            if self.backchannel is not None:
+                self.backchannel.join(BACKCHANNEL_FLUSH_SECONDS)
         return True
 
     # -- lifecycle -------------------------------------------------------------
@@ -184,7 +186,7 @@ class BackgroundWorker:
             try:
                 self.run_once()
                 failures = 0
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 failures += 1
                 self.failures += 1
                 metrics.REDIS_ERRORS.labels("background").inc()

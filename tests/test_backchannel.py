@@ -67,6 +67,12 @@ def settings_overrides(receiver: Receiver) -> dict:
     return {"backchannel_logout_uris": (("fluxer", receiver.uri),)}
 
 
+def deliver(services) -> None:
+    """One background round, as the worker's loop runs it, waited for (the sender is a greenlet of its own)."""
+    services.worker.run_once()
+    services.backchannel.join(10)
+
+
 def verified(token: str, key_pair: tuple[str, str], services) -> dict:
     """PyJWT, not our code: RS256 with the published key, our issuer, the client as audience."""
     assert jwt.get_unverified_header(token)["typ"] == "logout+jwt"
@@ -81,7 +87,7 @@ def test_ending_a_session_sends_one_logout_token(oauth, api, services, receiver,
     oauth.tokens()
     ended = api.post("/session/invalidate", {"user_id": "42", "session_id_hashes": [session["session_id_hash"]]})
     assert ended.status_code == 200 and receiver.received == []  # not on the request path
-    services.worker.run_once()
+    deliver(services)
     (post,) = receiver.received
     assert post["content_type"] == "application/x-www-form-urlencoded" and set(post) == {"content_type", "logout_token"}
     claims = verified(post["logout_token"], key_pair, services)
@@ -97,7 +103,7 @@ def test_only_clients_that_got_tokens_are_told(oauth, api, services, receiver, s
     admin = {"client_id": "fluxer-admin", "redirect_uri": "http://admin.test/oauth/callback"}  # no URI for it
     assert oauth.exchange(oauth.code(**admin), **admin).status_code == 200
     api.post("/session/invalidate", {"user_id": "42", "session_id_hashes": [session["session_id_hash"]]})
-    services.worker.run_once()
+    deliver(services)
     assert receiver.received == []
 
 
@@ -110,7 +116,7 @@ def test_every_way_of_ending_a_session_notifies(oauth, api, services, receiver, 
     api.post("/session/invalidate-all", {"user_id": "42", "except_session_id_hashes": sids[2:]})
     runner = app.test_cli_runner()
     assert runner.invoke(args=["sso", "end-session", "42", sids[2]]).exit_code == 0
-    services.worker.run_once()
+    deliver(services)
     told = sorted(jwt.decode(p["logout_token"], options={"verify_signature": False})["sid"] for p in receiver.received)
     assert told == sorted(sids)
 
@@ -128,7 +134,7 @@ def test_eviction_notifies(settings, receiver, clock, redis):
         first = oauth.login()
         oauth.tokens()
         oauth.login()  # evicts the first
-        app.extensions["sso"].worker.run_once()
+        deliver(app.extensions["sso"])
         (post,) = receiver.received
         assert jwt.decode(post["logout_token"], options={"verify_signature": False})["sid"] == first["session_id_hash"]
     finally:
@@ -141,16 +147,16 @@ def test_failures_are_retried_with_backoff_then_given_up(oauth, api, services, r
     oauth.tokens()
     receiver.status = 503
     api.post("/session/invalidate", {"user_id": "42", "session_id_hashes": [session["session_id_hash"]]})
-    services.worker.run_once()
+    deliver(services)
     assert len(receiver.received) == 1 and services.backchannel.pending == 1
-    services.worker.run_once()
+    deliver(services)
     assert len(receiver.received) == 1  # not due yet
     clock.advance(BACKOFF[0])
-    services.worker.run_once()
+    deliver(services)
     assert len(receiver.received) == 2
     receiver.status = 200
     clock.advance(BACKOFF[1])
-    services.worker.run_once()
+    deliver(services)
     assert len(receiver.received) == 3 and services.backchannel.pending == 0
     assert receiver.received[1]["logout_token"] != receiver.received[2]["logout_token"]
 
@@ -161,7 +167,7 @@ def test_a_4xx_is_not_retried_and_a_dead_client_is_given_up(oauth, api, services
     oauth.tokens()
     receiver.status = 400
     api.post("/session/invalidate", {"user_id": "42", "session_id_hashes": [session["session_id_hash"]]})
-    services.worker.run_once()
+    deliver(services)
     assert len(receiver.received) == 1 and services.backchannel.pending == 0
     receiver.close()  # nobody listens any more
     other = oauth.login()
@@ -169,7 +175,7 @@ def test_a_4xx_is_not_retried_and_a_dead_client_is_given_up(oauth, api, services
     api.post("/session/invalidate", {"user_id": "42", "session_id_hashes": [other["session_id_hash"]]})
     for wait in (0, *BACKOFF):
         clock.advance(wait)
-        services.worker.run_once()
+        deliver(services)
     assert services.backchannel.pending == 0
 
 
@@ -226,3 +232,37 @@ def test_through_gunicorn_the_worker_greenlet_delivers(settings, receiver, key_p
         assert 'sso_backchannel_logout_total{outcome="delivered"} 1.0' in metrics
     finally:
         srv.stop()
+
+
+def test_a_client_that_speaks_no_http_holds_up_nobody(oauth, api, services, settings, receiver, clock):
+    """A garbled answer (no status line) counts against that delivery only: the next client is still told."""
+    import socket
+
+    bad = socket.socket()
+    bad.bind(("127.0.0.1", 0))
+    bad.listen(8)
+
+    def garble() -> None:
+        while True:
+            try:
+                conn, _ = bad.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"garbage\r\n\r\n")
+            conn.close()
+
+    threading.Thread(target=garble, daemon=True).start()
+    try:
+        uris = {"fluxer-admin": f"http://127.0.0.1:{bad.getsockname()[1]}/bcl", "fluxer": receiver.uri}
+        services.backchannel.uris = uris
+        session = oauth.login()
+        admin = {"client_id": "fluxer-admin", "redirect_uri": "http://admin.test/oauth/callback"}
+        assert oauth.exchange(oauth.code(**admin), **admin).status_code == 200  # the garbling client first
+        oauth.tokens()
+        api.post("/session/invalidate", {"user_id": "42", "session_id_hashes": [session["session_id_hash"]]})
+        deliver(services)
+        assert len(receiver.received) == 1  # told, despite the one before it
+        assert services.backchannel.pending == 1  # the garbled one waits for its retry
+    finally:
+        bad.close()

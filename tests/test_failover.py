@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+import redis as redis_lib
 import requests
 
 from config.redis_url import parse_redis_url
@@ -208,3 +209,57 @@ def test_users_spread_evenly_over_the_primaries(redis_cluster: Cluster, topology
     print(f"users per primary: {sorted(counts.values())}")
     assert len(counts) == 3 and all(abs(n - 10_000 / 3) <= 0.2 * 10_000 / 3 for n in counts.values())
     assert len({user_bucket(str(n)) for n in range(10_000)}) == 256
+
+
+def test_an_invalidation_no_replica_acknowledged_is_503_and_still_announced(settings, new_sentinel_set, clock):
+    """The write happened on the master: 503 (the caller may retry), yet its event is logged and published,
+    since a retry would find nothing left to announce."""
+    import json
+
+    from app import create_app
+
+    topology = new_sentinel_set()
+    app = create_app(dataclasses.replace(settings, redis_url=topology.url), clock=clock)
+    raw = connect(parse_redis_url(topology.url), timeout=5)
+    try:
+        client = app.test_client()
+        created = client.post("/session/create", json={"user_id": "42"}, headers=HEADERS).get_json()
+        (replica,) = topology.replica_ports()
+        topology.nodes[replica].kill()  # nobody left to acknowledge
+        ended = client.post("/session/invalidate", json={"user_id": "42",
+                            "session_id_hashes": [created["session_id_hash"]]}, headers=HEADERS)  # fmt: skip
+        assert ended.status_code == 503 and ended.get_json()["error"] == "temporarily_unavailable"
+        app.extensions["sso"].worker.run_once()
+        logged = [json.loads(fields["event"]) for _, fields in raw.xrange(f"{settings.redis_prefix}event-log")]
+        assert [(e["type"], e["session_id_hashes"]) for e in logged][-1] == (
+            "session-invalidated",
+            [created["session_id_hash"]],
+        )
+        answer = client.post("/session/validate", json={"token_hash": created["session_id_hash"]}, headers=HEADERS)
+        assert answer.get_json() == {"valid": False}
+    finally:
+        raw.close()
+        app.extensions["sso"].redis.close()
+
+
+def test_a_cluster_slot_no_node_serves_is_a_503_not_a_500(settings, new_cluster: Callable[[], Cluster], clock):
+    """A primary's slots dropped from the cluster: the cluster client's own exceptions answer 503 JSON."""
+    from redis.crc import key_slot
+
+    from app import create_app
+
+    cluster = new_cluster()
+    app = create_app(dataclasses.replace(settings, redis_url=cluster.url), clock=clock)
+    try:
+        client = app.test_client()
+        user = "42"
+        slot = key_slot(Keys(settings.redis_prefix).index(user).encode())
+        for port in cluster.live_ports():
+            with redis_lib.Redis(port=port) as node:
+                node.execute_command("CLUSTER", "DELSLOTS", slot)
+        created = client.post("/session/create", json={"user_id": user}, headers=HEADERS)
+        assert created.status_code == 503 and created.get_json()["error"] == "temporarily_unavailable"
+        health = client.get("/_health")
+        assert health.status_code == 503 and health.get_json()["status"] == "unavailable"
+    finally:
+        app.extensions["sso"].redis.close()

@@ -10,6 +10,7 @@ import pytest
 
 from sso.digests import b64url
 from sso.store import FAMILIES_PER_SESSION, MARKS_PER_SESSION, Revoked
+from sso.store.codes import FAMILY_MARKS_PER_SESSION
 from sso.store.layout import (
     BAND,
     BUCKET_TAGS,
@@ -226,7 +227,7 @@ def test_code_redemption_retry_gets_the_same_answer(services, clock):
     code = code_for(store, sid, clock)
     record, code_key = store.keys.session(sid), store.codes.key(code)
     args = [f'{{"fid":"AAAAAAAAAAAA","x":{now + 900}}}', 900, now, "AAAAAAAAAAAA", sid, "fluxer", "openid",
-            now + 5000, "00" * 20, now + 900, FAMILIES_PER_SESSION]  # fmt: skip
+            now + 5000, "00" * 20, now + 900, FAMILIES_PER_SESSION, FAMILY_MARKS_PER_SESSION]  # fmt: skip
     first = store.runner.run("redeem_code", [code_key, record], args)
     again = store.runner.run("redeem_code", [code_key, record], args)
     assert first[0] == again[0] == "ok" and first[4] == again[4]
@@ -300,6 +301,36 @@ def test_families_per_session_are_capped(services, redis, clock):
     assert store.rotate_refresh(tokens[0].refresh_token, **kwargs).outcome == "invalid"
     assert store.rotate_refresh(tokens[1].refresh_token, **kwargs).outcome == "ok"
     assert store.access_token_state(tokens[0].jti, "42", sid)[0] is True
+
+
+def test_ended_families_still_marked_are_bounded(services, redis, clock):
+    """Each family the cap ends leaves a mark while its tokens live; past 64 of them the session takes no
+    new family (busy, the code not used up) until they expire: the record never grows past the bounds."""
+    store, now = services.store, int(clock.now)
+    sid, _ = create(store, "42", now)
+    outcomes = []
+    for i in range(FAMILIES_PER_SESSION + FAMILY_MARKS_PER_SESSION + 3):
+        clock.now = now + i
+        outcomes.append(redeem(store, code_for(store, sid, clock), sid, now + i).outcome)
+    assert outcomes.count("ok") == FAMILIES_PER_SESSION + FAMILY_MARKS_PER_SESSION and outcomes[-1] == "busy"
+    fields = family_fields(redis, store, sid)
+    assert sum(f.startswith("x:") for f in fields) == FAMILY_MARKS_PER_SESSION
+    clock.now = now + 2000  # every ended family's tokens have expired
+    code = code_for(store, sid, clock)
+    assert redeem(store, code, sid, now + 2000).outcome == "ok"
+
+
+def test_a_family_mark_is_never_lowered(services, redis, clock):
+    """Revoking an early token of an ended family again must not shorten the family's revocation."""
+    store, now = services.store, int(clock.now)
+    sid, _ = create(store, "42", now)
+    first = redeem(store, code_for(store, sid, clock), sid, now)
+    fid = first.jti.split(".")[0]
+    for n in range(MARKS_PER_SESSION):
+        store.revoke_access(f"{fid}.{n + 1}", "42", sid, now + 900, now)
+    store.revoke_access(f"{fid}.{MARKS_PER_SESSION + 1}", "42", sid, now + 900, now)  # ends the family: x = 900
+    store.revoke_access(first.jti, "42", sid, now + 10, now)  # an early token, exp 10 s
+    assert int(redis.hget(store.keys.session(sid), f"x:{fid}")) == now + 900
 
 
 def test_single_token_revocations_are_bounded(services, redis, clock):

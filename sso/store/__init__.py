@@ -20,7 +20,7 @@ from sso.store.counters import Counters
 from sso.store.eventlog import EventLog
 from sso.store.families import Families, RefreshInfo, Rotation
 from sso.store.layout import Keys, draw_session_token
-from sso.store.runner import Client, ReplicaTimeout, Runner
+from sso.store.runner import REDIS_ERRORS, Client, ReplicaTimeout, Runner
 from sso.store.sessions import SESSION_FIELDS, Ended, SessionRecords
 from sso.store.token_state import MARKS_PER_SESSION, Revoked, TokenState
 
@@ -34,6 +34,7 @@ __all__ = [
     "Redemption",
     "RedisStore",
     "RefreshInfo",
+    "REDIS_ERRORS",
     "ReplicaTimeout",
     "Revoked",
     "Rotation",

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sso.store.layout import Keys, RefreshToken
-from sso.store.runner import Runner
+from sso.store.runner import ReplicaTimeout, Runner
 from sso.store.token_state import Revoked, family_revoked
 
 
@@ -99,12 +100,21 @@ class Families:
         if found is None:
             return 0, None
         token, record = found
-        r = self.runner.run_acknowledged(
-            "revoke_refresh", [record], [token.sid, token.fid, token.gen, token.mac, client_id or "", now]
-        )
-        if int(r[0]) != 1:
-            return int(r[0]), None
-        return 1, family_revoked(r[1], token.sid, token.fid, int(r[2]), int(r[3]), now)
+
+        def parse(r: list[Any]) -> tuple[int, Revoked | None]:
+            if int(r[0]) != 1:
+                return int(r[0]), None
+            return 1, family_revoked(r[1], token.sid, token.fid, int(r[2]), int(r[3]), now)
+
+        try:
+            return parse(
+                self.runner.run_acknowledged(
+                    "revoke_refresh", [record], [token.sid, token.fid, token.gen, token.mac, client_id or "", now]
+                )
+            )
+        except ReplicaTimeout as exc:  # revoked on the primary all the same
+            exc.result = parse(exc.result)
+            raise
 
     def inspect(self, presented: str, now: int) -> RefreshInfo | None:
         found = self._parse(presented)

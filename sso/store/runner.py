@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MovedError, NoScriptError, RedisError, TimeoutError
+from redis.exceptions import MovedError, NoScriptError, RedisClusterException, RedisError, TimeoutError
 from redis.typing import EncodableT
 
 from sso.store.connections import Client
@@ -32,8 +32,22 @@ T = TypeVar("T")
 WAIT_TIMEOUT_MS = 500  # well inside the 1 s socket timeout
 
 
+# What a Redis call can raise: redis-py's errors, and the cluster client's own (a slot no node
+# serves, no seed reachable), which do not derive from RedisError. Each means "Redis unavailable".
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
+
+
 class ReplicaTimeout(RedisError):
-    """No replica acknowledged a security write in time; the caller gets a 503 and may retry."""
+    """No replica acknowledged a security write in time: the caller gets a 503 and may retry.
+
+    The write did happen on the primary, so ``result`` carries the script's answer
+    (parsed by the store part that ran it): whoever ran it must still announce what
+    it ended or revoked before answering 503, since a retry finds nothing left to end.
+    """
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class Runner:
@@ -66,7 +80,7 @@ class Runner:
                 node.script_load(script.script)
                 result, acked = send(node)
             if int(acked) < 1:
-                raise ReplicaTimeout("no replica acknowledged the write")
+                raise ReplicaTimeout("no replica acknowledged the write", result)
             return result
 
         return self._on_node(keys[0], once)

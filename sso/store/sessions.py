@@ -13,11 +13,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
 from sso.store.connections import primaries
 from sso.store.layout import Keys, sid_bucket, user_bucket
-from sso.store.runner import Runner
+from sso.store.runner import ReplicaTimeout, Runner
 
 # The fields of a session record, in the order find() and list() read them.
 SESSION_FIELDS = (
@@ -37,6 +38,10 @@ class Ended:
     def parse(cls, entry: str) -> Ended:
         sid, _, clients = entry.partition("=")
         return cls(sid, tuple(c for c in clients.split(",") if c))
+
+
+class StoreBusy(RedisError):
+    """A bounded retry loop gave up under concurrent changes: a 503, like any unavailable store."""
 
 
 def _request_id() -> str:
@@ -79,7 +84,7 @@ class SessionRecords:
             victim, gone = rest[0], rest[1]
             if gone:
                 evicted.append(Ended.parse(gone))
-        raise RuntimeError("could not make room for a new session")
+        raise StoreBusy("could not make room for a new session")
 
     def find(self, sid: str) -> dict[str, str] | None:
         """One HMGET: the record of a session id hash, or None."""
@@ -125,16 +130,20 @@ class SessionRecords:
             ended = self._end(user_id, "all", targets, kept)
             if ended is not None:
                 return ended
-        raise RuntimeError("sessions kept being created during invalidate-all")
+        raise StoreBusy("sessions kept being created during invalidate-all")
 
     def _end(self, user_id: str, mode: str, targets: Sequence[str], kept: Sequence[str]) -> list[Ended] | None:
         bucket = user_bucket(user_id)
         records = [self.keys.user_session(user_id, sid) or "" for sid in targets]
-        answer = self.runner.run_acknowledged(
-            "invalidate",
-            [self.keys.index(user_id), self.keys.request(bucket, _request_id()), *records],
-            [user_id, mode, len(targets), *targets, *kept],
-        )
+        try:
+            answer = self.runner.run_acknowledged(
+                "invalidate",
+                [self.keys.index(user_id), self.keys.request(bucket, _request_id()), *records],
+                [user_id, mode, len(targets), *targets, *kept],
+            )
+        except ReplicaTimeout as exc:  # ended on the primary all the same: say what ended
+            exc.result = [] if exc.result[0] == "changed" else [Ended.parse(entry) for entry in exc.result[1:]]
+            raise
         if answer[0] == "changed":
             return None
         return [Ended.parse(entry) for entry in answer[1:]]

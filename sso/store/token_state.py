@@ -9,10 +9,10 @@ session, when every token of it is dead anyway.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sso.store.layout import Keys
-from sso.store.runner import Runner
+from sso.store.runner import ReplicaTimeout, Runner
 
 MARKS_PER_SESSION = 64
 # A revoked family's event names its last JTI_WINDOW access tokens: a client that refreshes when
@@ -66,11 +66,19 @@ class TokenState:
         record = self.keys.user_session(user_id, sid)
         if record is None or exp <= now:
             return None
-        r = self.runner.run_acknowledged("revoke_access", [record], [family_of(jti), jti, exp, now, MARKS_PER_SESSION])
-        if int(r[0]) == 0:
-            return None
-        if int(r[0]) == 2:
-            family = family_revoked(user_id, sid, family_of(jti), int(r[1]), int(r[2]), now)
-            if family is not None:
-                return Revoked(user_id, sid, tuple(dict.fromkeys((jti, *family.jtis))), max(exp, family.expires_at))
-        return Revoked(user_id, sid, (jti,), exp)
+
+        def parse(r: list[Any]) -> Revoked | None:
+            if int(r[0]) == 0:
+                return None
+            if int(r[0]) == 2:
+                family = family_revoked(user_id, sid, family_of(jti), int(r[1]), int(r[2]), now)
+                if family is not None:
+                    return Revoked(user_id, sid, tuple(dict.fromkeys((jti, *family.jtis))), max(exp, family.expires_at))
+            return Revoked(user_id, sid, (jti,), exp)
+
+        args: list[str | int] = [family_of(jti), jti, exp, now, MARKS_PER_SESSION]
+        try:
+            return parse(self.runner.run_acknowledged("revoke_access", [record], args))
+        except ReplicaTimeout as exc:  # marked on the primary all the same
+            exc.result = parse(exc.result)
+            raise

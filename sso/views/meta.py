@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
-from redis.exceptions import RedisError
 
 from sso import metrics
 from sso.http import no_store, require_service, services
+from sso.store import REDIS_ERRORS
 
 bp = Blueprint("meta", __name__)
 PUBLIC_CACHE = "public, max-age=3600"
@@ -41,7 +41,7 @@ def openapi() -> Response:
 def health() -> tuple[Response, int]:
     try:
         services().store.check_writable()
-    except RedisError:
+    except REDIS_ERRORS:
         body = {"status": "unavailable", "error": "temporarily_unavailable",
                 "error_description": "Redis does not take writes."}  # fmt: skip
         return no_store(jsonify(body)), 503

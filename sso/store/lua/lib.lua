@@ -36,20 +36,27 @@ local function refresh_mac(fam, sid, fid, gen)
   return hmac_sha1(hex2bin(fam.k), sid .. '.' .. fid .. '.' .. string.format('%d', gen))
 end
 
+-- Mark every access token of a family revoked until ``x``; a mark is only ever raised, never
+-- lowered (revoking an early token again must not shorten the family's revocation).
+local function mark_family(rec, fid, x)
+  local current = tonumber(redis.call('HGET', rec, 'x:' .. fid) or '0')
+  if x > current then redis.call('HSET', rec, 'x:' .. fid, string.format('%d', x)) end
+end
+
 -- End a family: its refresh tokens stop working at once, and its access tokens that have not
 -- expired yet are marked revoked in the record ('x:<fid>' = their latest exp).
 -- Returns {latest exp, tokens minted} as strings, for the tokens-revoked event.
 local function end_family(rec, fid, fam, now)
   redis.call('HDEL', rec, 'f:' .. fid)
-  if fam.x > now then redis.call('HSET', rec, 'x:' .. fid, fam.x) end
+  if fam.x > now then mark_family(rec, fid, fam.x) end
   return {string.format('%d', fam.x), string.format('%d', fam.n)}
 end
 
--- The record's live families ({fid = family}) and live single-token marks (count); expired
--- families and marks are dropped on the way, so the record stays bounded.
+-- The record's live families ({fid = family}), live single-token marks and live family marks
+-- (counts); expired families and marks are dropped on the way.
 local function live_state(rec, now)
   local fields = redis.call('HGETALL', rec)
-  local live, marks, dead = {}, 0, {}
+  local live, marks, family_marks, dead = {}, 0, 0, {}
   for i = 1, #fields, 2 do
     local name, value = fields[i], fields[i + 1]
     local kind = string.sub(name, 1, 2)
@@ -61,9 +68,11 @@ local function live_state(rec, now)
         table.insert(dead, name)
       elseif kind == 'j:' then
         marks = marks + 1
+      else
+        family_marks = family_marks + 1
       end
     end
   end
   if #dead > 0 then redis.call('HDEL', rec, unpack(dead)) end
-  return live, marks
+  return live, marks, family_marks
 end

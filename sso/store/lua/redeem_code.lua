@@ -1,12 +1,13 @@
 -- KEYS: code, session record.
 -- ARGV: marker (JSON {fid, x}), ttl kept after use, now, fid, sid, client_id, scope,
---       family max expiry, family MAC key (hex), access token max expiry, families per session.
+--       family max expiry, family MAC key (hex), access token max expiry, families per session,
+--       live family marks per session.
 -- Marks the code used and starts its refresh family in one step. A second redemption of the code
 -- ends the family the first one started (RFC 6749 §4.1.2); the same marker again is a client
 -- library retrying this very redemption and gets the same answer.
 -- {'ok', session expires_at, auth_time, family expiry, MAC of generation 0, fid of a family ended
 -- for the cap or '', its latest exp, its tokens minted} | {'used', fid ended or '', latest exp of its
--- access tokens, tokens minted} | {'missing'} | {'ended'}
+-- access tokens, tokens minted} | {'missing'} | {'ended'} | {'busy'} (too many ended families alive)
 local code, rec = KEYS[1], KEYS[2]
 local now, fid, sid = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 if redis.call('EXISTS', code) == 0 then return {'missing'} end
@@ -20,7 +21,7 @@ if issued and issued ~= ARGV[1] then
     return {'used', first.fid, ended[1], ended[2]}
   end
   if first.x > now and redis.call('EXISTS', rec) == 1 then
-    redis.call('HSET', rec, 'x:' .. first.fid, first.x)  -- family already gone; its first token is not
+    mark_family(rec, first.fid, first.x)  -- family already gone; its first token is not
   end
   return {'used', first.fid, string.format('%d', first.x), '1'}
 end
@@ -31,10 +32,17 @@ if issued then
   local f = decode_family(fam)
   return {'ok', sess[1], sess[2], string.format('%d', f.e), refresh_mac(f, sid, fid, 0), '', '0', '0'}
 end
+if not sess[1] or tonumber(sess[1]) <= now then
+  redis.call('HSET', code, 'issued', ARGV[1])
+  redis.call('EXPIRE', code, ARGV[2])
+  return {'ended'}
+end
+local live, _, family_marks = live_state(rec, now)
+-- Every family ended while its access tokens live leaves a mark: past the bound, this session takes
+-- no new family until marks expire (at most the access token lifetime). The code is not used up.
+if family_marks >= tonumber(ARGV[12]) then return {'busy'} end
 redis.call('HSET', code, 'issued', ARGV[1])
 redis.call('EXPIRE', code, ARGV[2])
-if not sess[1] or tonumber(sess[1]) <= now then return {'ended'} end
-local live = live_state(rec, now)
 local count, oldest, oldest_fam = 0, nil, nil
 for id, f in pairs(live) do
   count = count + 1

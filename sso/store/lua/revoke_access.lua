@@ -13,5 +13,5 @@ end
 local f = live[ARGV[1]]
 if f then redis.call('HDEL', KEYS[1], 'f:' .. ARGV[1]) end
 local x = math.max(exp, f and f.x or 0)
-redis.call('HSET', KEYS[1], 'x:' .. ARGV[1], x)
+mark_family(KEYS[1], ARGV[1], x)
 return {2, string.format('%d', x), string.format('%d', f and f.n or 0)}
