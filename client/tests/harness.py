@@ -70,6 +70,20 @@ def rsa_pem_pair() -> tuple[str, str]:
     return private, public
 
 
+def server_binary() -> str | None:
+    """The server every test node runs: the repository's own choice (a system redis-server or
+    valkey-server, else the valkey-server its dev requirements ship), so a machine with only python3
+    runs these tests too. The library itself never needs it."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from config.devrun import server_binary as repository_choice
+    except ImportError:  # the client tests run outside the repository
+        return shutil.which("redis-server") or shutil.which("valkey-server")
+    finally:
+        sys.path.pop(0)
+    return repository_choice()
+
+
 class RedisProcess:
     """A throwaway redis-server on a fixed port; ``aof=True`` keeps data across a kill."""
 
@@ -84,9 +98,9 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
+        binary = server_binary()
         if binary is None:
-            raise RuntimeError("redis-server not found: the client's tests need a real Redis")
+            raise RuntimeError("no redis-server, valkey-server or shipped valkey: the client's tests need a real Redis")
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.dir,
              "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always", "--loglevel", "warning"],
