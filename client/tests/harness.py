@@ -11,20 +11,15 @@ import base64
 import hashlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import redis
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -36,25 +31,13 @@ REDIRECT_URI = "http://app.client.test/oauth/callback"
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
 CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=").decode()
 COOKIE = "__flx_sso_session"
-T = TypeVar("T")
 
-
-def wait_for(condition: Callable[[], T], *, timeout: float, what: str, interval: float = 0.01) -> T:
-    """Poll until ``condition`` returns something truthy; never sleep a guessed time."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# The repository's own test helpers: one throwaway server (the same binary choice, the shipped
+# valkey-server on a machine without redis-server) and one polling helper for both suites.
+sys.path.insert(0, str(ROOT))
+from tests.redis_server import RedisServer as RedisProcess  # noqa: E402, F401 (the client tests use it)
+from tests.redis_server import free_port  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
 
 
 def rsa_pem_pair() -> tuple[str, str]:
@@ -68,69 +51,6 @@ def rsa_pem_pair() -> tuple[str, str]:
         .decode()
     )
     return private, public
-
-
-def server_binary() -> str | None:
-    """The server every test node runs: the repository's own choice (a system redis-server or
-    valkey-server, else the valkey-server its dev requirements ship), so a machine with only python3
-    runs these tests too. The library itself never needs it."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        from config.devrun import server_binary as repository_choice
-    except ImportError:  # the client tests run outside the repository
-        return shutil.which("redis-server") or shutil.which("valkey-server")
-    finally:
-        sys.path.pop(0)
-    return repository_choice()
-
-
-class RedisProcess:
-    """A throwaway redis-server on a fixed port; ``aof=True`` keeps data across a kill."""
-
-    def __init__(self, *, aof: bool = False) -> None:
-        self.port = free_port()
-        self.aof = aof
-        self.dir = tempfile.mkdtemp(prefix="sso-client-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = server_binary()
-        if binary is None:
-            raise RuntimeError("no redis-server, valkey-server or shipped valkey: the client's tests need a real Redis")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.dir,
-             "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        probe = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-
-        def answers() -> bool:
-            try:
-                return bool(probe.ping())
-            except redis.ConnectionError:
-                return False
-
-        try:
-            wait_for(answers, timeout=10, what="redis-server to answer")
-        finally:
-            probe.close()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
-
-    def cleanup(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class GunicornProcess:
