@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config.redis_url import parse_redis_url
 from config.settings import Settings, load_settings
@@ -26,6 +27,7 @@ from sso.keys import KeySet
 from sso.logout import EndSessionService
 from sso.metrics import ScrapeTimeCollector
 from sso.openapi import openapi_json
+from sso.precomputed import PrecomputedResponses
 from sso.ratelimit import RateLimiter, limits_from
 from sso.redis_timing import TimedRedis, TimedRedisCluster
 from sso.sessions import SessionService
@@ -73,8 +75,12 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     redis_connection: Client | None = None,
+    trusted_proxies: int = 0,
 ) -> Flask:
-    """Build the Flask app; settings default to the process environment."""
+    """Build the Flask app; settings default to the process environment.
+
+    ``trusted_proxies``: how many proxy hops set X-Forwarded-For/-Proto/-Host (wsgi.py: 1, nginx).
+    """
     settings = settings or load_settings(os.environ)
     app = Flask(__name__, static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
@@ -128,4 +134,17 @@ def create_app(
     register_error_handlers(app)
     register_request_hooks(app)
     logging.getLogger("sso").setLevel(logging.INFO)
+    flask_app = app.wsgi_app
+    if trusted_proxies:
+        n = trusted_proxies
+        flask_app = ProxyFix(flask_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[assignment]
+    # outermost: the public documents are answered before ProxyFix and Flask (sso/precomputed.py)
+    app.wsgi_app = PrecomputedResponses(  # type: ignore[method-assign]
+        flask_app,
+        {
+            "/.well-known/openid-configuration": (app.extensions["sso"].discovery_json, meta.PUBLIC_CACHE),
+            "/.well-known/jwks.json": (keys.jwks_json, f"public, max-age={settings.jwks_max_age}"),
+            "/openapi.json": (app.extensions["sso"].openapi_json, meta.PUBLIC_CACHE),
+        },
+    )
     return app

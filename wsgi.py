@@ -7,7 +7,7 @@ background worker is started by gunicorn's ``post_worker_init`` hook in each
 worker, never here.
 
 The service runs behind exactly one proxy, nginx (deploy/nginx), which sets
-X-Forwarded-For, -Proto and -Host; ProxyFix trusts that one hop, so
+X-Forwarded-For, -Proto and -Host; ProxyFix (installed by create_app) trusts that one hop, so
 ``request.remote_addr``, ``request.scheme`` and ``request.host`` are the
 client's. gunicorn must therefore be reachable only through that proxy.
 """
@@ -21,7 +21,6 @@ import os  # noqa: E402
 import sys  # noqa: E402
 
 from flask import Flask  # noqa: E402
-from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
 
 from app import create_app  # noqa: E402
 from config import envfile  # noqa: E402
@@ -43,9 +42,7 @@ def _load() -> Flask:
             return config_error_app(exc)
         print(f"fluxer-sso: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    application = create_app(settings)
-    application.wsgi_app = ProxyFix(application.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
-    return application
+    return create_app(settings, trusted_proxies=1)
 
 
 app = _load()

@@ -1,0 +1,67 @@
+"""Public documents answered before the Flask stack: discovery, JWKS, the OpenAPI document.
+
+Their bytes are built once by ``create_app`` and never change while the
+process runs, so a GET needs no routing, no request context and no hooks:
+this WSGI layer answers it from a prepared status line, header list and body
+(docs/benchmarks.md, "precomputed answers": the Flask stack cost more than
+gunicorn itself on these paths). Every other request, and every other method
+on these paths (OPTIONS, POST → 405), goes on to Flask unchanged.
+
+What a client sees is what the Flask views answered before (the tests compare
+both): the same body, Content-Type, Cache-Control, CORS header and an
+X-Request-ID (the caller's when it is well-formed). The requests are counted in
+``sso_http_requests_total`` and ``sso_http_request_duration_seconds`` under the
+route's name, as before. They write no access-log line: they are public,
+identical for every caller and carry no user; in the deployed topology nginx
+serves them from its cache and logs them (deploy/nginx).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sso import metrics
+from sso.http import REQUEST_ID_RE
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class Document:
+    """One precomputed answer: its headers without X-Request-ID, its body, its metric children."""
+
+    __slots__ = ("body", "headers", "counted", "timed")
+
+    def __init__(self, path: str, body: bytes, cache_control: str) -> None:
+        self.body = body
+        self.headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", cache_control),
+            ("Access-Control-Allow-Origin", "*"),
+        ]
+        self.counted = {m: metrics.REQUESTS.labels(path, m, "200") for m in ("GET", "HEAD")}
+        self.timed = metrics.LATENCY.labels(path)
+
+
+class PrecomputedResponses:
+    """WSGI middleware: GET and HEAD of the given paths from bytes, everything else to ``app``."""
+
+    def __init__(self, app: WSGIApp, documents: dict[str, tuple[bytes, str]]) -> None:
+        self.app = app
+        self.documents = {path: Document(path, body, cache) for path, (body, cache) in documents.items()}
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        document = self.documents.get(environ.get("PATH_INFO", ""))
+        method = environ.get("REQUEST_METHOD")
+        if document is None or (method != "GET" and method != "HEAD"):
+            return self.app(environ, start_response)
+        started = time.perf_counter()
+        presented = environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = presented if REQUEST_ID_RE.fullmatch(presented) else os.urandom(16).hex()
+        start_response("200 OK", [*document.headers, ("X-Request-ID", request_id)])
+        document.counted[method].inc()
+        document.timed.observe(time.perf_counter() - started)
+        return [document.body] if method == "GET" else []
