@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -30,6 +31,9 @@ from sso.digests import b64url
 ALGORITHM = "RS256"
 MAX_TOKEN_LENGTH = 8192
 MAX_HEADER_LENGTH = 1024  # our headers are ~110 characters; nothing legitimate is near this
+# Tokens whose signature and fixed claims were checked, per process: an API instance introspects
+# or calls /userinfo with the same access token many times over its lifetime. ~2 KB each.
+VERIFIED_CACHE_SIZE = 2048
 _TYP_ALIASES = {"at+jwt": ("at+jwt", "application/at+jwt"), "JWT": ("jwt", "application/jwt")}
 
 
@@ -73,6 +77,9 @@ class KeySet:
             raise ValueError("the signing key's public key must be the first verification key")
         self.jwks: dict[str, Any] = {"keys": published}
         self.jwks_json: bytes = json.dumps(self.jwks, separators=(",", ":")).encode()
+        # Only successes are kept (lru_cache never stores an exception); what depends on the
+        # caller (audience, expiry against its clock) is checked on every call.
+        self._checked = functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)(self._check_signed)
 
     def sign(self, claims: dict[str, Any], typ: str) -> str:
         """Compact RS256 JWS with ``kid`` and ``typ`` in the header."""
@@ -89,6 +96,24 @@ class KeySet:
         verify_exp: bool = True,
     ) -> dict[str, Any]:
         """Claims of a token we issued, or TokenRejected. ``now`` is the caller's clock."""
+        claims = dict(self._checked(token, typ, issuer))
+        audiences = [audience] if isinstance(audience, str) else list(audience)
+        aud = claims.get("aud")
+        token_audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if not any(a in audiences for a in token_audiences):
+            raise TokenRejected("audience mismatch")
+        if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("iat"), int):
+            raise TokenRejected("exp and iat must be integers")
+        if verify_exp and claims["exp"] <= now:
+            raise TokenRejected("expired")
+        return claims
+
+    def _check_signed(self, token: str, typ: str, issuer: str) -> dict[str, Any]:
+        """The claims of a token whose form, header, signature, issuer and subject are ours.
+
+        Independent of the caller's clock and audience, so the answer is the same on every
+        call with the same arguments, and ``verify`` caches it.
+        """
         if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
             raise TokenRejected("empty, oversized or non-ASCII token")
         segments = token.split(".")
@@ -108,7 +133,6 @@ class KeySet:
         key = self._verifiers.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise TokenRejected("unknown kid")
-        audiences = [audience] if isinstance(audience, str) else list(audience)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -117,11 +141,11 @@ class KeySet:
                 issuer=issuer,
                 options={
                     "verify_aud": False,
-                    "verify_exp": False,  # checked below against the injected clock
+                    "verify_exp": False,  # checked by verify() against the caller's clock
                     "verify_at_hash": False,
                     # Not require_exp/require_iat: python-jose turns a "require" into a forced
                     # "verify" against the wall clock, which would refuse expired id_token_hints.
-                    # Presence and type of both are checked below, expiry with our own clock.
+                    # Presence and type of both are checked by verify(), expiry with its clock.
                     "require_exp": False,
                     "require_iat": False,
                     "require_iss": True,
@@ -131,12 +155,4 @@ class KeySet:
             )
         except (JOSEError, RecursionError) as exc:  # a deeply nested payload must not become a 500
             raise TokenRejected(f"python-jose: {type(exc).__name__}") from exc
-        aud = claims.get("aud")
-        token_audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if not any(a in audiences for a in token_audiences):
-            raise TokenRejected("audience mismatch")
-        if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("iat"), int):
-            raise TokenRejected("exp and iat must be integers")
-        if verify_exp and claims["exp"] <= now:
-            raise TokenRejected("expired")
         return claims

@@ -202,3 +202,56 @@ def test_signing_key_must_be_among_the_published_keys(key_pair):
     _, other_public = generate_key_pair()
     with pytest.raises(ValueError):
         KeySet(key_pair[0], [other_public])
+
+
+# -- the cache of checked tokens (KeySet._checked) ----------------------------------------
+
+
+def test_cached_token_still_checked_against_the_callers_clock_and_audience(key_pair, claims):
+    """Expiry and audience are the caller's: a token accepted once is refused later, or elsewhere."""
+    keyset = KeySet(key_pair[0], [key_pair[1]])
+    token = keyset.sign(claims, "at+jwt")
+    assert keyset.verify(token, typ="at+jwt", audience=AUD, issuer=ISS, now=claims["iat"])["sub"] == "42"
+    with pytest.raises(TokenRejected, match="expired"):
+        keyset.verify(token, typ="at+jwt", audience=AUD, issuer=ISS, now=claims["exp"])
+    with pytest.raises(TokenRejected, match="audience"):
+        keyset.verify(token, typ="at+jwt", audience="another-api", issuer=ISS, now=claims["iat"])
+    with pytest.raises(TokenRejected, match="typ"):
+        keyset.verify(token, typ="JWT", audience=AUD, issuer=ISS, now=claims["iat"])
+    with pytest.raises(TokenRejected, match="python-jose"):
+        keyset.verify(token, typ="at+jwt", audience=AUD, issuer="http://other.test", now=claims["iat"])
+    assert keyset.verify(token, typ="at+jwt", audience=AUD, issuer=ISS, now=claims["iat"])["jti"] == "j"
+
+
+def test_a_caller_changing_the_claims_does_not_change_the_cache(key_pair, claims):
+    keyset = KeySet(key_pair[0], [key_pair[1]])
+    token = keyset.sign(claims, "at+jwt")
+    verify(keyset, token)["sub"] = "mallory"
+    assert verify(keyset, token)["sub"] == "42"
+
+
+def test_a_tampered_copy_of_a_cached_token_is_refused(key_pair, claims):
+    keyset = KeySet(key_pair[0], [key_pair[1]])
+    token = keyset.sign(claims, "at+jwt")
+    verify(keyset, token)
+    header, payload, signature = token.split(".")
+    forged = b64(json.dumps({**claims, "sub": "1"}).encode())
+    for tampered in (f"{header}.{forged}.{signature}", f"{header}.{payload}.{signature[:-4]}AAAA"):
+        with pytest.raises(TokenRejected):
+            verify(keyset, tampered)
+
+
+def test_failures_are_not_cached_and_the_cache_is_bounded(key_pair, claims, monkeypatch):
+    import sso.keys
+
+    monkeypatch.setattr(sso.keys, "VERIFIED_CACHE_SIZE", 8)
+    keyset = KeySet(key_pair[0], [key_pair[1]])
+    tokens = [keyset.sign({**claims, "jti": str(i)}, "at+jwt") for i in range(20)]
+    for token in tokens:
+        verify(keyset, token)
+    with pytest.raises(TokenRejected):
+        verify(keyset, "a.b.c")
+    info = keyset._checked.cache_info()
+    assert info.currsize == 8 and info.maxsize == 8
+    assert verify(keyset, tokens[-1])["jti"] == "19"
+    assert keyset._checked.cache_info().hits == info.hits + 1
