@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 
 import pytest
@@ -79,8 +80,9 @@ def test_refresh_token_format_round_trips():
         (b"\x0b" * 20, b"Hi There", "b617318655057264e28bc0b6fb378c8ef146be00"),
         (b"Jefe", b"what do ya want for nothing?", "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"),
         (b"\xaa" * 20, b"\xdd" * 50, "125d7342b9ac11cd91a39af48aa17b4f63f175d3"),
+        (bytes(range(1, 26)), b"\xcd" * 50, "4c9007f4026250c6bc8414f9bf50c86c2d7235da"),
     ],
-    ids=["rfc2202-1", "rfc2202-2", "rfc2202-3"],
+    ids=["rfc2202-1", "rfc2202-2", "rfc2202-3", "rfc2202-4"],
 )
 def test_lua_hmac_sha1_matches_rfc_2202(redis, key, data, digest):
     """The scripts' HMAC-SHA1 gives RFC 2202's test vectors (and Python's hmac agrees)."""
@@ -88,6 +90,15 @@ def test_lua_hmac_sha1_matches_rfc_2202(redis, key, data, digest):
     script = lib + "\nreturn hmac_sha1(hex2bin(ARGV[1]), hex2bin(ARGV[2]))"
     assert redis.eval(script, 0, key.hex(), data.hex()) == digest
     assert hmac.new(key, data, hashlib.sha1).hexdigest() == digest
+
+
+def test_lua_hmac_sha1_agrees_with_python_for_every_key_length(redis):
+    """Keys of 0 to 64 bytes (the scripts XOR only the key's bytes and pad the rest)."""
+    lib = (LUA_DIR / "lib.lua").read_text()
+    script = lib + "\nreturn hmac_sha1(hex2bin(ARGV[1]), hex2bin(ARGV[2]))"
+    for length in range(65):
+        key, data = secrets.token_bytes(length), secrets.token_bytes(length + 7)
+        assert redis.eval(script, 0, key.hex(), data.hex()) == hmac.new(key, data, hashlib.sha1).hexdigest(), length
 
 
 def test_every_script_declares_its_keys():

@@ -17,19 +17,26 @@ local function encode_family(f)
 end
 
 local function hex2bin(hex)
-  return (string.gsub(hex, '..', function(pair) return string.char(tonumber(pair, 16)) end))
+  local bytes = {}
+  for i = 1, #hex, 2 do bytes[#bytes + 1] = tonumber(string.sub(hex, i, i + 1), 16) end
+  return string.char(unpack(bytes))
 end
 
 -- HMAC-SHA1 (RFC 2104) under a key of at most 64 bytes, hex. Lua strings are interned, so
--- comparing two of them with == is a pointer comparison: constant time.
+-- comparing two of them with == is a pointer comparison: constant time. Only the key's own bytes
+-- are XORed (byte by byte is the slow part of this in Lua); the zero padding after them XORs to
+-- runs of 0x36 ('6') and 0x5c ('\\').
 local function hmac_sha1(key, msg)
   local inner, outer = {}, {}
-  for i = 1, 64 do
-    local b = string.byte(key, i) or 0
-    inner[i] = string.char(bit.bxor(b, 0x36))
-    outer[i] = string.char(bit.bxor(b, 0x5c))
+  for i = 1, #key do
+    local b = string.byte(key, i)
+    inner[i] = bit.bxor(b, 0x36)
+    outer[i] = bit.bxor(b, 0x5c)
   end
-  return redis.sha1hex(table.concat(outer) .. hex2bin(redis.sha1hex(table.concat(inner) .. msg)))
+  local pad = 64 - #key
+  local ipad = string.char(unpack(inner)) .. string.rep('6', pad)
+  local opad = string.char(unpack(outer)) .. string.rep('\\', pad)
+  return redis.sha1hex(opad .. hex2bin(redis.sha1hex(ipad .. msg)))
 end
 
 local function refresh_mac(fam, sid, fid, gen)
