@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
@@ -277,35 +277,55 @@ def redirect_to(location: str, status: int) -> BaseResponse:
 
 
 def register_request_hooks(app: Flask) -> None:
-    """Request ids, one structured access-log line and metrics per request."""
+    """Request ids, one structured access-log line and metrics per request.
+
+    Every request runs these, so they read the request object once instead of
+    through Flask's context-local proxies, and reuse each metric child.
+    """
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    counted: dict[tuple[str, str, int], Any] = {}  # bounded: routes x METHODS x statuses we answer
+    timed: dict[str, Any] = {}
 
     @app.before_request
     def start_request() -> None:
-        g.started = time.perf_counter()
-        presented = request.headers.get("X-Request-ID", "")
-        g.request_id = presented if REQUEST_ID_RE.fullmatch(presented) else uuid.uuid4().hex
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        ctx = g._get_current_object()  # type: ignore[attr-defined]
+        ctx.started = time.perf_counter()
+        presented = req.headers.get("X-Request-ID", "")
+        ctx.request_id = presented if REQUEST_ID_RE.fullmatch(presented) else os.urandom(16).hex()
         # Werkzeug enforces MAX_CONTENT_LENGTH only when a view reads the body; a view that
         # does not (/userinfo takes its token from a header) must still refuse an oversized one.
-        limit = app.config["MAX_CONTENT_LENGTH"]
-        if limit is not None and request.content_length is not None and request.content_length > limit:
+        length = req.content_length
+        if limit is not None and length is not None and length > limit:
             raise errors.PayloadTooLarge()
 
     @app.after_request
     def finish_request(response: Response) -> Response:
-        request_id = getattr(g, "request_id", None) or uuid.uuid4().hex
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        ctx = g._get_current_object()  # type: ignore[attr-defined]
+        request_id = getattr(ctx, "request_id", None) or os.urandom(16).hex()
         response.headers["X-Request-ID"] = request_id
-        duration = time.perf_counter() - getattr(g, "started", time.perf_counter())
-        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.REQUESTS.labels(endpoint, metrics.method_label(request.method), str(response.status_code)).inc()
-        metrics.LATENCY.labels(endpoint).observe(duration)
+        now = time.perf_counter()
+        duration = now - getattr(ctx, "started", now)
+        endpoint = req.url_rule.rule if req.url_rule is not None else "unmatched"
+        method, status = metrics.method_label(req.method), response.status_code
+        key = (endpoint, method, status)
+        child = counted.get(key)
+        if child is None:
+            child = counted[key] = metrics.REQUESTS.labels(endpoint, method, str(status))
+        child.inc()
+        observer = timed.get(endpoint)
+        if observer is None:
+            observer = timed[endpoint] = metrics.LATENCY.labels(endpoint)
+        observer.observe(duration)
         access_log.info(
             "request",
             extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
+                "method": req.method,
+                "path": req.path,
+                "status": status,
                 "duration_ms": round(duration * 1000, 3),
-                "remote_addr": request.remote_addr,
+                "remote_addr": req.remote_addr,
             },
         )
         return response
