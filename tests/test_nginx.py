@@ -535,3 +535,37 @@ def test_deleting_the_cache_files_makes_nginx_ask_again(fresh_nginx, gunicorn):
     assert fresh_nginx.request("GET", path).status_code == 200
     assert app_requests(gunicorn, path) - before == 2
     assert "[crit]" not in fresh_nginx.read_log("error.log")
+
+
+def test_a_rotation_restart_reaches_clients_within_the_ttl_and_an_outage_serves_the_last_set(
+    redis_url, redis, prefix, key_pair
+):
+    """Step 1 of a rotation through nginx (TTL 1 s here): gunicorn away, the last set; back with a new key, it."""
+    from config.keygen import generate_key_pair
+
+    path = "/.well-known/jwks.json"
+    settings = make_settings(redis_url, prefix, key_pair)  # the redis fixture removes the prefix's keys after
+    before = GunicornServer(server_env(settings), workers=1)
+    before.start()
+    server = NginxServer(before.port, replacements={"proxy_cache_valid 200 60s;": "proxy_cache_valid 200 1s;"})
+    server.start()
+    after: GunicornServer | None = None
+    try:
+        old_set = server.request("GET", path).content
+        before.stop()
+        time.sleep(2.5)  # expired, and nothing listens: the last good answer, not a 502
+        for _ in range(3):
+            response = server.request("GET", path)
+            assert (response.status_code, response.content) == (200, old_set)
+        after = GunicornServer(server_env(settings, SSO_JWT_EXTRA_PUBLIC_KEYS=generate_key_pair()[1]), workers=1)
+        after.port, after.env["SSO_PORT"] = before.port, str(before.port)  # the restart, on the same address
+        after.start()
+        new_set = requests.get(f"{after.url}{path}", timeout=10).content
+        assert len(json.loads(new_set)["keys"]) == 2 and new_set != old_set
+        # the first request after the restart may get the old set while it refreshes; within a TTL, the new one
+        wait_for(lambda: server.request("GET", path).content == new_set, timeout=5, what="the published next key")
+    finally:
+        server.stop()
+        before.stop()
+        if after is not None:
+            after.stop()
