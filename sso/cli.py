@@ -26,6 +26,9 @@ from sso.tokens import signed_token_lifetimes
 sso = AppGroup("sso", help="Fluxer SSO operator commands.")
 # A session_id_hash or user id may begin with "-": taken as an argument, not an unknown option.
 ARGUMENTS_MAY_START_WITH_DASH = {"ignore_unknown_options": True}
+# Seconds the shipped nginx site (deploy/nginx) caches discovery and the JWKS: a verifier may
+# hold a set that old for SSO_JWKS_MAX_AGE more, so the rotation waits for both.
+EDGE_CACHE_TTL = 60
 
 
 def _services():  # type: ignore[no-untyped-def]
@@ -54,8 +57,9 @@ def rotation_plan(settings: Settings, new_private: str, new_public: str) -> str:
         "# Step 1. Publish the next key: keep SSO_JWT_PRIVATE_KEY and SSO_JWT_PUBLIC_KEY as they are,",
         "# set this line, and reload every instance:",
         f"SSO_JWT_EXTRA_PUBLIC_KEYS={_env_value([new_public, *earlier])}",
-        f"# Step 2. Wait at least {settings.jwks_max_age} s (SSO_JWKS_MAX_AGE) after the last instance",
-        "# reloaded: every JWKS an API instance has cached then holds the next key.",
+        f"# Step 2. Wait at least {settings.jwks_max_age + EDGE_CACHE_TTL} s after the last instance reloaded,",
+        f"# SSO_JWKS_MAX_AGE ({settings.jwks_max_age} s) plus the {EDGE_CACHE_TTL} s the nginx site (deploy/nginx)",
+        "# caches the JWKS: every JWKS an API instance has cached then holds the next key.",
         "# Step 3. Switch the signing key, keep the old public key published, reload every instance:",
         f"SSO_JWT_PRIVATE_KEY={_env_value([new_private])}",
         f"SSO_JWT_PUBLIC_KEY={_env_value([new_public])}",

@@ -1,8 +1,8 @@
 """A real nginx serving deploy/nginx/fluxer-sso.conf on loopback, started by a test.
 
 The site file is used as shipped; only the lines an operator edits (listen
-addresses, certificate paths, the include and log paths) and the upstream port
-are rewritten (tests/deploy_files.py). nginx runs in the foreground with a
+addresses, certificate paths, the include, log and cache paths) and the upstream
+port are rewritten (tests/deploy_files.py). nginx runs in the foreground with a
 private prefix and binds only 127.0.0.1.
 """
 
@@ -71,7 +71,14 @@ def write_self_signed_certificate(cert_path: Path, key_path: Path) -> None:
 class NginxServer:
     """``nginx -p <tmp> -g 'daemon off; ...'`` serving the rendered site."""
 
-    def __init__(self, upstream_port: int, *, https_port: int | None = None, allow_loopback: bool = True) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        https_port: int | None = None,
+        allow_loopback: bool = True,
+        replacements: dict[str, str] | None = None,
+    ) -> None:
         self.binary = nginx_binary()
         if self.binary is None:
             raise RuntimeError("nginx not found")
@@ -79,6 +86,7 @@ class NginxServer:
         self.https_port = https_port or free_port()
         self.http_port = free_port()
         self.allow_loopback = allow_loopback
+        self.replacements = replacements or {}  # further edits to the site, e.g. a shorter cache TTL
         self.dir = Path(tempfile.mkdtemp(prefix="sso-test-nginx-"))
         self.dir.chmod(0o711)  # run as root, nginx's workers are "nobody" and must reach their temp dirs
         self.cert = self.dir / "cert.pem"
@@ -111,6 +119,8 @@ class NginxServer:
                 "/var/log/nginx/fluxer-sso.access.log": str(self.access_log),
                 "/var/log/nginx/fluxer-sso.error.log": str(self.error_log),
                 "/var/www/html": str(self.dir / "acme"),
+                "/var/cache/nginx-fluxer-sso": str(self.dir / "cache"),
+                **self.replacements,
             },
         )
         listens = [line.strip() for line in site.splitlines() if line.strip().startswith("listen ")]

@@ -194,7 +194,7 @@ def test_rotate_keys_prints_steps_that_load(app, settings, key_pair):
     """Waits come from the configuration; each step's lines load as valid settings and serve the right JWKS."""
     result = app.test_cli_runner().invoke(args=["sso", "rotate-keys"])
     assert result.exit_code == 0, result.output
-    assert "Wait at least 120 s (SSO_JWKS_MAX_AGE)" in result.output
+    assert "Wait at least 180 s after" in result.output and "SSO_JWKS_MAX_AGE (120 s) plus the 60 s" in result.output
     assert "Wait at least 600 s" in result.output and "access token 600 s, id token 600 s" in result.output
     publish, _wait, switch, drop = steps(result.output)
     base = {"SSO_JWT_PRIVATE_KEY": key_pair[0], "SSO_JWT_PUBLIC_KEY": key_pair[1], "SSO_SERVICE_SECRET": "s" * 32}
@@ -206,6 +206,17 @@ def test_rotate_keys_prints_steps_that_load(app, settings, key_pair):
     assert [k["kid"] for k in kids[1]["keys"]] == [new_kid, old_kid]  # step 3: switched, old kept
     assert [k["kid"] for k in kids[2]["keys"]] == [old_kid]  # drop left base's key; a real .env holds the new one
     assert loaded[1].jwt_private_key != key_pair[0]
+
+
+def test_the_rotation_wait_counts_the_ttl_nginx_caches_the_jwks_for():
+    """The shipped nginx site caches the JWKS for exactly the EDGE_CACHE_TTL that step 2 adds to its wait."""
+    import re
+
+    from sso.cli import EDGE_CACHE_TTL
+    from tests.deploy_files import DEPLOY
+
+    site = (DEPLOY / "nginx" / "fluxer-sso.conf").read_text()
+    assert re.findall(r"^\s*proxy_cache_valid\s+(.*);", site, re.MULTILINE) == [f"200 {EDGE_CACHE_TTL}s"]
 
 
 def test_rotate_keys_keeps_extras_of_an_earlier_rotation(build, key_pair, next_pair):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis as redis_lib
@@ -380,3 +382,190 @@ def test_invented_methods_do_not_grow_the_metrics(nginx):
         if line.startswith("sso_http_requests_total{")
     }
     assert "other" in methods and methods <= {"GET", "HEAD", "POST", "OPTIONS", "PUT", "DELETE", "PATCH", "other"}
+
+
+# -- discovery and the JWKS from nginx's cache ---------------------------------------------
+
+CACHED = ["/.well-known/openid-configuration", "/.well-known/jwks.json"]
+
+
+def app_requests(gunicorn: GunicornServer, endpoint: str, method: str = "GET", status: str = "200") -> int:
+    """How many requests the application itself answered for ``endpoint``: its Prometheus counter, from gunicorn."""
+    response = requests.get(f"{gunicorn.url}/metrics", headers=HEADERS, timeout=10)
+    assert response.status_code == 200, response.text
+    wanted = {"endpoint": endpoint, "method": method, "status": status}
+    total = 0.0
+    for line in response.text.splitlines():
+        if not line.startswith("sso_http_requests_total{"):
+            continue
+        labels_text, value = line[len("sso_http_requests_total{") :].rsplit("} ", 1)
+        labels = dict(part.split("=", 1) for part in labels_text.split(","))
+        if {k: v.strip('"') for k, v in labels.items()} == wanted:
+            total += float(value)
+    return int(total)
+
+
+@pytest.fixture
+def fresh_nginx(gunicorn: GunicornServer) -> Iterator[NginxServer]:
+    """The shipped site with an empty cache of its own (the module's nginx is warmed by other tests)."""
+    server = NginxServer(gunicorn.port)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("path", CACHED)
+def test_discovery_and_jwks_are_answered_from_nginx_without_the_application(fresh_nginx, gunicorn, path):
+    """After the first GET, 200 more are nginx's: same body and headers as the app's, one app request in all."""
+    direct = requests.get(f"{gunicorn.url}{path}", timeout=10)
+    before = app_requests(gunicorn, path)
+    with requests.Session() as client:  # verify per request: a session's verify loses to REQUESTS_CA_BUNDLE
+        answers = [client.get(f"{fresh_nginx.url}{path}", verify=str(fresh_nginx.cert), timeout=10) for _ in range(201)]
+    assert app_requests(gunicorn, path) - before == 1  # the first; 200 answers reached no Python
+    for response in answers:
+        assert response.status_code == 200 and response.content == direct.content
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.headers["Access-Control-Allow-Origin"] == "*"  # browser apps fetch these cross-origin
+        assert response.headers["Cache-Control"] == direct.headers["Cache-Control"]
+        assert response.headers["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
+        assert "X-Request-ID" not in response.headers  # a cached answer belongs to no one request
+        assert "Set-Cookie" not in response.headers
+    hits = [line for line in fresh_nginx.read_log("access.log").splitlines() if f" {path} " in line]
+    assert [line.rsplit(" ", 1)[1] for line in hits] == ["MISS"] + ["HIT"] * 200
+
+
+def test_concurrent_first_requests_reach_the_application_once(fresh_nginx, gunicorn):
+    """proxy_cache_lock: 30 clients asking a cold cache at once cost the application one request."""
+    path = "/.well-known/jwks.json"
+    before = app_requests(gunicorn, path)
+    with ThreadPoolExecutor(30) as pool:
+        statuses = list(pool.map(lambda _: fresh_nginx.request("GET", path).status_code, range(30)))
+    assert statuses == [200] * 30
+    assert app_requests(gunicorn, path) - before == 1
+
+
+@pytest.mark.parametrize("path", CACHED)
+def test_clients_cannot_bypass_or_poison_the_cache(fresh_nginx, gunicorn, path):
+    """no-cache, Pragma, cookies, credentials, query strings, another Host or a HEAD: all answered from the cache."""
+    direct = requests.get(f"{gunicorn.url}{path}", timeout=10)
+    assert fresh_nginx.request("GET", path, headers={"X-Request-ID": "poisoned-request-id"}).status_code == 200
+    before = app_requests(gunicorn, path)
+    attempts = [
+        {"headers": {"Cache-Control": "no-cache"}},
+        {"headers": {"Cache-Control": "no-store, max-age=0"}},
+        {"headers": {"Pragma": "no-cache"}},
+        {"headers": {"Cookie": "__flx_sso_session=x; other=y"}},
+        {"headers": {"Authorization": f"Service {SERVICE_SECRET}"}},
+        {"headers": {"Host": "evil.example"}},
+        {"headers": {"If-None-Match": '"x"', "If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"}},
+        {"params": {"v": uuid.uuid4().hex}},
+    ]
+    for kwargs in attempts:
+        response = fresh_nginx.request("GET", path, **kwargs)
+        assert (response.status_code, response.content) == (200, direct.content), kwargs
+        assert "X-Request-ID" not in response.headers  # the first client's id is not handed to others
+    head = fresh_nginx.request("HEAD", path, headers={"Cache-Control": "no-cache"})
+    assert head.status_code == 200 and head.headers["Content-Type"] == "application/json"
+    assert app_requests(gunicorn, path) - before == 0
+    assert app_requests(gunicorn, path, method="HEAD") == 0  # nginx asks with GET; HEAD never reached the app
+
+
+@pytest.mark.parametrize("path", CACHED)
+def test_post_is_not_cached_and_does_not_spoil_the_cache(fresh_nginx, gunicorn, path):
+    """POST goes to the application every time (its 405), and the GET after it is still the cached 200."""
+    direct = requests.get(f"{gunicorn.url}{path}", timeout=10)
+    assert fresh_nginx.request("GET", path).status_code == 200
+    # Routing refuses the method before a rule matches, so the app counts these 405s as "unmatched".
+    before = app_requests(gunicorn, "unmatched", method="POST", status="405")
+    for _ in range(5):
+        response = fresh_nginx.request("POST", path, data=b"x")
+        assert response.status_code == 405 and response.headers["Content-Type"] == "application/json"
+    assert app_requests(gunicorn, "unmatched", method="POST", status="405") - before == 5
+    gets = app_requests(gunicorn, path)
+    response = fresh_nginx.request("GET", path)
+    assert (response.status_code, response.content) == (200, direct.content)
+    assert app_requests(gunicorn, path) == gets
+
+
+def test_other_endpoints_are_never_cached(fresh_nginx, gunicorn):
+    """/_health, /session/validate and other /.well-known/ paths reach the application on every request."""
+    health = app_requests(gunicorn, "/_health")
+    validate = app_requests(gunicorn, "/session/validate", method="POST")
+    unmatched = app_requests(gunicorn, "unmatched", status="404")
+    for _ in range(5):
+        assert fresh_nginx.request("GET", "/_health").status_code == 200
+        response = fresh_nginx.request("POST", "/session/validate", json={"token_hash": "x" * 43}, headers=HEADERS)
+        assert response.status_code == 200
+        assert fresh_nginx.request("GET", "/.well-known/other").status_code == 404
+    assert app_requests(gunicorn, "/_health") - health == 5
+    assert app_requests(gunicorn, "/session/validate", method="POST") - validate == 5
+    assert app_requests(gunicorn, "unmatched", status="404") - unmatched == 5
+
+
+def test_the_cache_expires_after_its_ttl(gunicorn):
+    """After the TTL nginx asks the application again (here 1 s instead of 60 s), once, then serves that answer."""
+    path = "/.well-known/jwks.json"
+    server = NginxServer(gunicorn.port, replacements={"proxy_cache_valid 200 60s;": "proxy_cache_valid 200 1s;"})
+    server.start()
+    try:
+        before = app_requests(gunicorn, path)
+        assert server.request("GET", path).status_code == 200
+        assert app_requests(gunicorn, path) - before == 1
+        time.sleep(2.5)  # nginx counts whole seconds: 1 s is fresh until the clock passes the next one
+        assert server.request("GET", path).status_code == 200  # stale while one background request refreshes
+        wait_for(lambda: app_requests(gunicorn, path) - before == 2, timeout=5, what="the refresh")
+        for _ in range(5):
+            assert server.request("GET", path).status_code == 200
+        assert app_requests(gunicorn, path) - before == 2
+    finally:
+        server.stop()
+
+
+def test_deleting_the_cache_files_makes_nginx_ask_again(fresh_nginx, gunicorn):
+    """The emergency rotation's purge (README): with the cache files deleted the next GET reaches the application."""
+    path = "/.well-known/jwks.json"
+    before = app_requests(gunicorn, path)
+    assert fresh_nginx.request("GET", path).status_code == 200
+    assert fresh_nginx.request("GET", path).status_code == 200
+    assert app_requests(gunicorn, path) - before == 1
+    files = [entry for entry in (fresh_nginx.dir / "cache").rglob("*") if entry.is_file()]
+    assert files  # the cache lives where the site says, as files
+    for entry in files:
+        entry.unlink()
+    assert fresh_nginx.request("GET", path).status_code == 200
+    assert app_requests(gunicorn, path) - before == 2
+    assert "[crit]" not in fresh_nginx.read_log("error.log")
+
+
+def test_a_rotation_restart_reaches_clients_within_the_ttl_and_an_outage_serves_the_last_set(
+    redis_url, redis, prefix, key_pair
+):
+    """Step 1 of a rotation through nginx (TTL 1 s here): gunicorn away, the last set; back with a new key, it."""
+    from config.keygen import generate_key_pair
+
+    path = "/.well-known/jwks.json"
+    settings = make_settings(redis_url, prefix, key_pair)  # the redis fixture removes the prefix's keys after
+    before = GunicornServer(server_env(settings), workers=1)
+    before.start()
+    server = NginxServer(before.port, replacements={"proxy_cache_valid 200 60s;": "proxy_cache_valid 200 1s;"})
+    server.start()
+    after: GunicornServer | None = None
+    try:
+        old_set = server.request("GET", path).content
+        before.stop()
+        time.sleep(2.5)  # expired, and nothing listens: the last good answer, not a 502
+        for _ in range(3):
+            response = server.request("GET", path)
+            assert (response.status_code, response.content) == (200, old_set)
+        after = GunicornServer(server_env(settings, SSO_JWT_EXTRA_PUBLIC_KEYS=generate_key_pair()[1]), workers=1)
+        after.port, after.env["SSO_PORT"] = before.port, str(before.port)  # the restart, on the same address
+        after.start()
+        new_set = requests.get(f"{after.url}{path}", timeout=10).content
+        assert len(json.loads(new_set)["keys"]) == 2 and new_set != old_set
+        # the first request after the restart may get the old set while it refreshes; within a TTL, the new one
+        wait_for(lambda: server.request("GET", path).content == new_set, timeout=5, what="the published next key")
+    finally:
+        server.stop()
+        before.stop()
+        if after is not None:
+            after.stop()
