@@ -56,7 +56,7 @@ def measure(url: str) -> dict[str, float]:
 
     results = {
         "validate (HMGET)": per_call(lambda i: store.find_session(sids[i % 200][1])),
-        "token state (HMGET)": per_call(lambda i: store.access_token_state(redeemed.jti, user, sid)),
+        "token state (HMGET)": per_call(lambda i: store.access_token_state(redeemed.jti, user, sid, now)),
         "refresh rotation (EVALSHA)": per_call(rotate),
         "activity batch of 50, per mark": per_call(
             lambda i: store.touch_many([(u, s, now + i + 1) for u, s in sids[:50]], interval=0), 100

@@ -119,11 +119,6 @@ class GrantService:
             metrics.CODE_REPLAY.inc()
             self.tokens.announce(redeemed.revoked, events.CODE_REPLAY)
             raise errors.InvalidGrant("The authorization code was already used.", detail="code replay; family revoked")
-        if redeemed.outcome == "busy":
-            raise errors.InvalidGrant(
-                "Too many code exchanges on this session just now; sign in again or retry later.",
-                detail="family marks per session at the bound",
-            )
         if redeemed.outcome == "ended":
             raise errors.InvalidGrant("The session behind this code has ended.")
         if redeemed.outcome != "ok":
@@ -136,6 +131,7 @@ class GrantService:
             scope=bound["scope"],
             jti=redeemed.jti,
             session_expires_at=redeemed.session_expires_at,
+            family_expires_at=redeemed.family_expires_at,
             now=now,
         )
         id_token = None
@@ -188,6 +184,7 @@ class GrantService:
             scope=scope,
             jti=rotation.jti,
             session_expires_at=rotation.session_expires_at,
+            family_expires_at=rotation.family_expires_at,
             now=now,
         )
         metrics.TOKENS_ISSUED.labels("refresh_token").inc()

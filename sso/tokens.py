@@ -102,14 +102,17 @@ class TokenService:
         scope: str,
         jti: str,
         session_expires_at: int,
+        family_expires_at: int,
         now: int | None = None,
     ) -> tuple[str, int]:
-        """An RFC 9068 access token and its lifetime, never outliving its session.
+        """An RFC 9068 access token and its lifetime, never outliving its session or its refresh family.
 
-        ``now``: the instant the store recorded the token at (its family's revocation mark
-        covers exactly that ``exp``), so the two never disagree across a second boundary."""
+        The store revokes the tokens of an absent family while its session-wide mark lasts, which is
+        exact only if no token outlives its family (docs/storage.md); the store records this same
+        ``exp`` for the family. ``now``: the instant the store recorded the token at, so the two never
+        disagree across a second boundary."""
         now = int(self.clock()) if now is None else now
-        exp = min(now + self.settings.access_token_ttl, session_expires_at)
+        exp = min(now + self.settings.access_token_ttl, session_expires_at, family_expires_at)
         claims = {
             "iss": self.settings.issuer,
             "sub": user_id,
@@ -181,8 +184,9 @@ class TokenService:
             return None
         if not all(isinstance(claims.get(k), str) for k in ("jti", "sid", "client_id", "scope")):
             return None
-        revoked, session = self.store.access_token_state(claims["jti"], claims["sub"], claims["sid"])
-        if revoked or session is None or int(session.get("expires_at", 0)) <= self.clock():
+        now = self.clock()
+        revoked, session = self.store.access_token_state(claims["jti"], claims["sub"], claims["sid"], now)
+        if revoked or session is None or int(session.get("expires_at", 0)) <= now:
             return None
         return ActiveAccessToken(claims, session)
 

@@ -169,6 +169,7 @@ def test_tokens_of_a_dropped_or_unknown_key_fail(oauth, api, build, key_pair, ne
             scope="openid",
             jti="j",
             session_expires_at=int(clock()) + 60,
+            family_expires_at=int(clock()) + 60,
         )[0]
     )
     for kid in ("unknown-kid", KeySet(key_pair[0], [key_pair[1]]).kid):

@@ -11,7 +11,6 @@ import pytest
 
 from sso.digests import b64url
 from sso.store import FAMILIES_PER_SESSION, MARKS_PER_SESSION, Revoked
-from sso.store.codes import FAMILY_MARKS_PER_SESSION
 from sso.store.layout import (
     BAND,
     BUCKET_TAGS,
@@ -35,7 +34,8 @@ def create(store, user_id: str, now: int, ttl: int = 3600) -> tuple[str, list[st
 
 
 def family_fields(redis, store, sid: str) -> list[str]:
-    return [f for f in redis.hkeys(store.keys.session(sid)) if f.startswith(("f:", "x:", "j:"))]
+    """The record's families, single-token marks and session-wide ended-family mark ``y``."""
+    return [f for f in redis.hkeys(store.keys.session(sid)) if f.startswith(("f:", "j:", "x:")) or f == "y"]
 
 
 # -- the layout -----------------------------------------------------------------------
@@ -215,7 +215,8 @@ def redeem(store, code: str, sid: str, now: int):
 
 
 def test_code_replay_ends_what_the_first_redemption_started(services, redis, clock):
-    """A second redemption answers 'used' and ends the family (and marks its access token)."""
+    """A second redemption answers 'used' and ends the family: its access token is revoked by the
+    session-wide mark ``y``, raised to that token's exp."""
     store, now = services.store, int(clock.now)
     sid, _ = create(store, "42", now)
     code = code_for(store, sid, clock)
@@ -225,8 +226,9 @@ def test_code_replay_ends_what_the_first_redemption_started(services, redis, clo
     replay = redeem(store, code, sid, now)
     assert replay.outcome == "used" and replay.revoked_family == fid
     assert replay.revoked == Revoked("42", sid, (first.jti,), now + 900)  # what tokens-revoked names
-    assert family_fields(redis, store, sid) == [f"x:{fid}"]
-    assert store.access_token_state(first.jti, "42", sid)[0] is True
+    assert family_fields(redis, store, sid) == ["y"]
+    assert int(redis.hget(store.keys.session(sid), "y")) == now + 900
+    assert store.access_token_state(first.jti, "42", sid, now)[0] is True
     assert store.rotate_refresh(first.refresh_token, now=now, grace=0, client_id="fluxer", scope="",
                                 access_expires_at=now + 900).outcome == "invalid"  # fmt: skip
 
@@ -238,7 +240,7 @@ def test_code_redemption_retry_gets_the_same_answer(services, clock):
     code = code_for(store, sid, clock)
     record, code_key = store.keys.session(sid), store.codes.key(code)
     args = [f'{{"fid":"AAAAAAAAAAAA","x":{now + 900}}}', 900, now, "AAAAAAAAAAAA", sid, "fluxer", "openid",
-            now + 5000, "00" * 20, now + 900, FAMILIES_PER_SESSION, FAMILY_MARKS_PER_SESSION]  # fmt: skip
+            now + 5000, "00" * 20, now + 900, FAMILIES_PER_SESSION]  # fmt: skip
     first = store.runner.run("redeem_code", [code_key, record], args)
     again = store.runner.run("redeem_code", [code_key, record], args)
     assert first[0] == again[0] == "ok" and first[4] == again[4]
@@ -316,37 +318,55 @@ def test_families_per_session_are_capped(services, redis, clock):
     kwargs = dict(now=now + 40, grace=0, client_id="fluxer", scope="", access_expires_at=now + 940)
     assert store.rotate_refresh(tokens[0].refresh_token, **kwargs).outcome == "invalid"
     assert store.rotate_refresh(tokens[1].refresh_token, **kwargs).outcome == "ok"
-    assert store.access_token_state(tokens[0].jti, "42", sid)[0] is True
+    assert store.access_token_state(tokens[0].jti, "42", sid, now + 40)[0] is True
 
 
-def test_ended_families_still_marked_are_bounded(services, redis, clock):
-    """Each family the cap ends leaves a mark while its tokens live; past 64 of them the session takes no
-    new family (busy, the code not used up) until they expire: the record never grows past the bounds."""
+# fixed fields of a record: user_id, created_at, last_active_at, expires_at, client_ip, user_agent, platform,
+# claims, bc (the clients it issued tokens to), y (the ended-family mark)
+FIXED_FIELDS = 10
+
+
+def test_code_exchanges_beyond_the_cap_never_refuse_and_the_record_stays_bounded(services, redis, clock):
+    """The load test's browser: 32 + 300 code exchanges on one session within one access-token lifetime
+    all succeed; the record holds 32 families and one mark however many families have ended; every access
+    token of an ended family is revoked and every one of a live family is active."""
     store, now = services.store, int(clock.now)
     sid, _ = create(store, "42", now)
-    outcomes = []
-    for i in range(FAMILIES_PER_SESSION + FAMILY_MARKS_PER_SESSION + 3):
+    record, redeemed = store.keys.session(sid), []
+    for i in range(FAMILIES_PER_SESSION + 300):
         clock.now = now + i
-        outcomes.append(redeem(store, code_for(store, sid, clock), sid, now + i).outcome)
-    assert outcomes.count("ok") == FAMILIES_PER_SESSION + FAMILY_MARKS_PER_SESSION and outcomes[-1] == "busy"
-    fields = family_fields(redis, store, sid)
-    assert sum(f.startswith("x:") for f in fields) == FAMILY_MARKS_PER_SESSION
-    clock.now = now + 2000  # every ended family's tokens have expired
-    code = code_for(store, sid, clock)
-    assert redeem(store, code, sid, now + 2000).outcome == "ok"
+        redeemed.append(redeem(store, code_for(store, sid, clock), sid, now + i))
+        assert redeemed[-1].outcome == "ok", i
+        assert redis.hlen(record) <= FIXED_FIELDS + FAMILIES_PER_SESSION + MARKS_PER_SESSION
+    assert all(r.revoked_family == redeemed[i].jti.split(".")[0] for i, r in enumerate(redeemed[32:]))
+    assert redis.hlen(record) == FIXED_FIELDS + FAMILIES_PER_SESSION  # no per-family mark left behind
+    at = now + FAMILIES_PER_SESSION + 300
+    states = [store.access_token_state(r.jti, "42", sid, at)[0] for r in redeemed]
+    assert states == [True] * 300 + [False] * FAMILIES_PER_SESSION
+    # the newest ended family's token lives until now + 299 + 900: so does the revocation of all of them
+    assert int(redis.hget(record, "y")) == now + 299 + 900
+    assert store.access_token_state(redeemed[0].jti, "42", sid, now + 1198)[0] is True
 
 
-def test_a_family_mark_is_never_lowered(services, redis, clock):
-    """Revoking an early token of an ended family again must not shorten the family's revocation."""
+def test_the_ended_family_mark_is_never_lowered(services, redis, clock):
+    """Ending a family whose tokens expire early must not shorten the revocation of an earlier one: ``y``
+    is only ever raised (revoking an early token of an ended family again, too)."""
     store, now = services.store, int(clock.now)
     sid, _ = create(store, "42", now)
     first = redeem(store, code_for(store, sid, clock), sid, now)
     fid = first.jti.split(".")[0]
     for n in range(MARKS_PER_SESSION):
         store.revoke_access(f"{fid}.{n + 1}", "42", sid, now + 900, now)
-    store.revoke_access(f"{fid}.{MARKS_PER_SESSION + 1}", "42", sid, now + 900, now)  # ends the family: x = 900
+    store.revoke_access(f"{fid}.{MARKS_PER_SESSION + 1}", "42", sid, now + 900, now)  # ends the family: y = 900
     store.revoke_access(first.jti, "42", sid, now + 10, now)  # an early token, exp 10 s
-    assert int(redis.hget(store.keys.session(sid), f"x:{fid}")) == now + 900
+    record = store.keys.session(sid)
+    assert int(redis.hget(record, "y")) == now + 900
+    short = store.redeem_code(code_for(store, sid, clock), user_id="42", sid=sid, client_id="fluxer",
+                              scope="openid", now=now, expires_at=now + 5000, access_expires_at=now + 20,
+                              keep=900)  # fmt: skip
+    store.revoke_refresh(short.refresh_token, None, now)  # a family whose only token lives 20 s
+    assert int(redis.hget(record, "y")) == now + 900
+    assert store.access_token_state(f"{fid}.{MARKS_PER_SESSION + 1}", "42", sid, now + 899)[0] is True
 
 
 def test_single_token_revocations_are_bounded(services, redis, clock):
@@ -360,11 +380,45 @@ def test_single_token_revocations_are_bounded(services, redis, clock):
     beyond = store.revoke_access(f"{fid}.{MARKS_PER_SESSION}", "42", sid, now + 900, now)
     assert beyond.jtis == (f"{fid}.{MARKS_PER_SESSION}", f"{fid}.0")  # and the family's own token
     fields = family_fields(redis, store, sid)
-    assert f"f:{fid}" not in fields and f"x:{fid}" in fields
+    assert f"f:{fid}" not in fields and "y" in fields
     assert sum(f.startswith("j:") for f in fields) == MARKS_PER_SESSION
+    assert store.access_token_state(f"{fid}.{MARKS_PER_SESSION + 1}", "42", sid, now)[0] is True  # no j: mark
     clock.now = now + 901  # every mark has expired: the next write prunes them all
     redeem(store, code_for(store, sid, clock), sid, now + 901)
-    assert [f for f in family_fields(redis, store, sid) if not f.startswith("f:")] == []
+    assert [f for f in family_fields(redis, store, sid) if not f.startswith("f:")] == ["y"]  # one stale field
+
+
+def test_access_tokens_never_outlive_their_family(services, redis, clock):
+    """The clamp that makes ``y`` exact: an access token recorded near its family's expiry (code exchange
+    or rotation) gets exp == the family's expiry, so a family that expires leaves no live token behind."""
+    store, now = services.store, int(clock.now)
+    sid, _ = create(store, "42", now)
+    record = store.keys.session(sid)
+    first = store.redeem_code(code_for(store, sid, clock), user_id="42", sid=sid, client_id="fluxer",
+                              scope="openid", now=now, expires_at=now + 100, access_expires_at=now + 900,
+                              keep=900)  # fmt: skip
+    assert first.family_expires_at == now + 100
+    fid = first.jti.split(".")[0]
+    assert int(redis.hget(record, f"f:{fid}").split()[4]) == now + 100  # x: the latest exp recorded
+    rotation = store.rotate_refresh(first.refresh_token, now=now + 90, grace=0, client_id="fluxer", scope="",
+                                    access_expires_at=now + 990)  # fmt: skip
+    assert rotation.outcome == "ok" and rotation.family_expires_at == now + 100
+    assert int(redis.hget(record, f"f:{fid}").split()[4]) == now + 100
+    revoked = store.revoke_refresh(rotation.successor, None, now + 95)[1]
+    assert revoked is not None and revoked.expires_at == now + 100  # what tokens-revoked names
+
+
+def test_per_family_marks_of_the_previous_store_still_revoke(services, redis, clock):
+    """A record written before ``y`` holds ``x:<fid>`` marks: the token stays revoked, and the next script
+    that reads the record folds the mark into ``y`` and drops it (an upgrade brings no token back)."""
+    store, now = services.store, int(clock.now)
+    sid, _ = create(store, "42", now)
+    record = store.keys.session(sid)
+    redis.hset(record, "x:AAAAAAAAAAAA", now + 600)  # an ended family of the previous store
+    assert store.access_token_state("AAAAAAAAAAAA.3", "42", sid, now)[0] is True
+    redeem(store, code_for(store, sid, clock), sid, now)
+    assert not redis.hexists(record, "x:AAAAAAAAAAAA") and int(redis.hget(record, "y")) == now + 600
+    assert store.access_token_state("AAAAAAAAAAAA.3", "42", sid, now + 599)[0] is True
 
 
 def test_ending_a_session_deletes_everything_it_owned(services, redis, clock, prefix):

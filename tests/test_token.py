@@ -12,6 +12,7 @@ from sso.cookies import COOKIE_NAME
 from sso.digests import token_hash
 from sso.store.layout import RefreshToken, code_bucket
 from tests.conftest import CHALLENGE, REDIRECT_URI, VERIFIER
+from tests.test_token_state import introspect
 
 pytestmark = pytest.mark.topologies
 
@@ -328,6 +329,28 @@ def test_refresh_family_expires(oauth, clock):
     body = oauth.tokens()
     clock.advance(51)
     assert oauth.refresh(body["refresh_token"]).get_json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"refresh_token_ttl": 600}])
+def test_access_tokens_never_outlive_their_refresh_family(oauth, api, clock, settings, redis, keys):
+    """An access token minted near its family's expiry (code exchange or refresh) expires with the family,
+    to the second, and the store recorded that same exp: a family that expires leaves no live token."""
+    session = oauth.login()
+    body = oauth.tokens()
+    fid = RefreshToken.parse(body["refresh_token"]).fid
+    family = redis.hget(keys.session(session["session_id_hash"]), f"f:{fid}").split()
+    family_expiry = int(family[5])
+    assert family_expiry == int(clock.now) + 600 < int(clock.now) + settings.access_token_ttl
+    assert jwt_parts(body["access_token"])[1]["exp"] == family_expiry and body["expires_in"] == 600
+    assert jwt_parts(body["id_token"])[1]["exp"] == family_expiry
+    clock.advance(590)
+    refreshed = oauth.refresh(body["refresh_token"]).get_json()
+    assert jwt_parts(refreshed["access_token"])[1]["exp"] == family_expiry and refreshed["expires_in"] == 10
+    family = redis.hget(keys.session(session["session_id_hash"]), f"f:{fid}").split()
+    assert int(family[4]) == family_expiry  # the latest exp the store would revoke on ending the family
+    assert introspect(api, refreshed["access_token"])["active"] is True
+    clock.advance(10)
+    assert introspect(api, refreshed["access_token"]) == {"active": False}
 
 
 def test_refresh_marks_activity(oauth, clock, services, redis, keys):

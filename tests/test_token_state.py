@@ -188,6 +188,24 @@ def test_revoke_refresh_token_revokes_family_and_its_access_tokens(oauth, api):
         assert introspect(api, token) == {"active": False}
 
 
+def test_many_code_exchanges_on_one_session_never_refuse_and_revoke_exactly_the_ended(oauth, api, clock):
+    """One browser signing in to a client again and again within an access-token lifetime: every exchange
+    succeeds; the families the cap ended have their access tokens refused, the 32 live ones do not."""
+    oauth.login()
+    bodies = []
+    for _ in range(40):
+        bodies.append(oauth.tokens())
+        clock.advance(1)
+    active = [introspect(api, body["access_token"])["active"] for body in bodies]
+    assert active == [False] * 8 + [True] * 32
+    assert [oauth.client.get("/userinfo", headers=bearer(b["access_token"])).status_code for b in bodies[7:9]] == [
+        401,
+        200,
+    ]
+    assert oauth.refresh(bodies[7]["refresh_token"]).get_json()["error"] == "invalid_grant"
+    assert oauth.refresh(bodies[8]["refresh_token"]).status_code == 200
+
+
 def test_revoke_access_token_by_jti(oauth, api):
     oauth.login()
     a, b = oauth.tokens(), oauth.tokens()

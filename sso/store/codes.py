@@ -18,8 +18,6 @@ from sso.store.runner import Runner
 from sso.store.token_state import Revoked, family_revoked
 
 FAMILIES_PER_SESSION = 32
-# Ended families whose access tokens still live, per session: each keeps a mark until they expire.
-FAMILY_MARKS_PER_SESSION = 256
 
 
 @dataclass(frozen=True)
@@ -34,8 +32,7 @@ class CodeIssue:
 
 @dataclass(frozen=True)
 class Redemption:
-    """What redeeming decided: ok | missing | ended | busy (too many ended families still alive on the
-    session; the code is not used up) | used (a replay: ``revoked_family`` ended)."""
+    """What redeeming decided: ok | missing | ended | used (a replay: ``revoked_family`` ended)."""
 
     outcome: str
     refresh_token: str = ""
@@ -123,7 +120,8 @@ class Codes:
 
         The family's MAC key is drawn here and lives only in the family record;
         the refresh token of generation 0 and the access token's jti
-        (``<fid>.0``) come back with the answer.
+        (``<fid>.0``) come back with the answer. The store records that token's exp as
+        min(``access_expires_at``, the session's expiry, the family's expiry): mint it so.
         """
         key, record = self.key(code), self.keys.session(sid)
         if key is None or record is None:
@@ -134,7 +132,7 @@ class Codes:
             "redeem_code",
             [key, record],
             [marker, keep, now, fid, sid, client_id, scope, expires_at, secrets.token_hex(20), access_expires_at,
-             FAMILIES_PER_SESSION, FAMILY_MARKS_PER_SESSION],
+             FAMILIES_PER_SESSION],
         )  # fmt: skip
         if r[0] == "used":
             revoked = family_revoked(user_id, sid, r[1], int(r[2]), int(r[3]), now) if r[1] else None

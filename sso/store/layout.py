@@ -20,7 +20,7 @@ Everything a request can start from names its bucket without a lookup:
 Key names (``P`` is ``SSO_REDIS_PREFIX``, ``T`` the bucket's tag)::
 
     P{T}:s:<sid>    hash    the session record, its refresh families (``f:<fid>``) and the
-                            revocation marks of its access tokens (``x:<fid>``, ``j:<jti>``)
+                            revocation marks of its access tokens (``y``, ``j:<jti>``)
     P{T}:u:<user>   zset    the user's sessions, sid -> last activity (listing, eviction)
     P{T}:c:<hash>   hash    an authorization code (SHA-256 of the code), 60 s
     P{T}:r:<id>     string  the answer of one invalidation request, for its retry, 60 s

@@ -1,9 +1,15 @@
 """Revocation state of access tokens, kept in their session record (RFC 7009 §2.1).
 
-An access token's ``jti`` is ``<family id>.<n>``: the mark ``x:<fid>`` says
-"every token of that family", ``j:<jti>`` one token. Both carry the latest
-``exp`` they cover and are dropped once it has passed; both vanish with the
-session, when every token of it is dead anyway.
+An access token's ``jti`` is ``<family id>.<n>``. It is revoked when its own
+mark ``j:<jti>`` (its ``exp``, dropped once passed) is there, or when its
+family's field ``f:<fid>`` is gone while the session-wide mark ``y`` (the
+latest ``exp`` of the access tokens of every family the session has ended,
+only ever raised) lies in the future. That is exact: family ids are unique
+random values, a family's field is gone only once the family was ended or has
+expired, and no access token outlives its family (its ``exp`` is clamped to the
+family's expiry), so a live token of an absent family is one of an ended
+family and ``y`` covers it. Everything vanishes with the session, when every
+token of it is dead anyway.
 """
 
 from __future__ import annotations
@@ -47,18 +53,26 @@ class TokenState:
         self.runner = runner
         self.keys = keys
 
-    def access_token_state(self, jti: str, user_id: str, sid: str) -> tuple[bool, dict[str, str] | None]:
-        """(revoked, the session's ``expires_at`` and ``claims`` or None): one HMGET."""
+    def access_token_state(self, jti: str, user_id: str, sid: str, now: float) -> tuple[bool, dict[str, str] | None]:
+        """(revoked at ``now``, the session's ``expires_at`` and ``claims`` or None): one HMGET,
+        whose size does not depend on how many families the session has ended."""
         record = self.keys.user_session(user_id, sid)
         if record is None:
             return False, None
-        owner, expires_at, claims, family_mark, token_mark = cast(
+        fid = family_of(jti)
+        # x:<fid>: the per-family mark a store before the session-wide 'y' wrote. Read until every
+        # such mark has expired (one SSO_ACCESS_TOKEN_TTL after the upgrade), so none comes back.
+        owner, expires_at, claims, family, ended_until, token_mark, legacy_mark = cast(
             list[str | None],
-            self.runner.client.hmget(record, ["user_id", "expires_at", "claims", f"x:{family_of(jti)}", f"j:{jti}"]),
+            self.runner.client.hmget(
+                record, ["user_id", "expires_at", "claims", f"f:{fid}", "y", f"j:{jti}", f"x:{fid}"]
+            ),
         )
         if owner != user_id or expires_at is None:
             return False, None
-        return family_mark is not None or token_mark is not None, {"expires_at": expires_at, "claims": claims or ""}
+        family_ended = family is None and ended_until is not None and int(ended_until) > now
+        revoked = token_mark is not None or family_ended or legacy_mark is not None
+        return revoked, {"expires_at": expires_at, "claims": claims or ""}
 
     def revoke_access(self, jti: str, user_id: str, sid: str, exp: int, now: int) -> Revoked | None:
         """Deny one access token until ``exp`` (past the bound: its family); acknowledged by a replica.

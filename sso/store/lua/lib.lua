@@ -1,7 +1,9 @@
 -- Shared by the scripts that read refresh families; prepended to them when they are loaded.
 -- A family is the field 'f:<fid>' of its session record: g generation, n access tokens minted
 -- (jti '<fid>.<i>'), qn/q the token index and request id of the last rotation, r last rotation,
--- x latest exp of its access tokens, e expiry, t created, k MAC key (hex), c client_id, s scope.
+-- x latest exp of its access tokens (never past e: no access token outlives its family), e expiry,
+-- t created, k MAC key (hex), c client_id, s scope. The record's field 'y' revokes the access
+-- tokens of every family the session has ended ('raise_ended'); 'j:<jti>' revokes one token.
 -- Numbers are written at a fixed width, so the record's size never changes as a family rotates.
 
 local function decode_family(text)
@@ -43,43 +45,47 @@ local function refresh_mac(fam, sid, fid, gen)
   return hmac_sha1(hex2bin(fam.k), sid .. '.' .. fid .. '.' .. string.format('%d', gen))
 end
 
--- Mark every access token of a family revoked until ``x``; a mark is only ever raised, never
--- lowered (revoking an early token again must not shorten the family's revocation).
-local function mark_family(rec, fid, x)
-  local current = tonumber(redis.call('HGET', rec, 'x:' .. fid) or '0')
-  if x > current then redis.call('HSET', rec, 'x:' .. fid, string.format('%d', x)) end
+-- Raise the session's mark 'y' (the latest exp of the access tokens of every family it has ended)
+-- to ``x``; it is only ever raised, never lowered, so ending a family with early tokens never
+-- shortens the revocation of another. An access token whose family field is absent is revoked
+-- while 'y' is in the future (sso/store/token_state.py): family ids are unique, and a family is
+-- absent only once ended or expired, and no access token outlives its family (the clamp).
+local function raise_ended(rec, x, current)
+  if current == nil then current = tonumber(redis.call('HGET', rec, 'y') or '0') end
+  if x > current then redis.call('HSET', rec, 'y', string.format('%d', x)) end
 end
 
 -- End a family: its refresh tokens stop working at once, and its access tokens that have not
--- expired yet are marked revoked in the record ('x:<fid>' = their latest exp).
+-- expired yet are revoked by raising 'y' to their latest exp.
 -- Returns {latest exp, tokens minted} as strings, for the tokens-revoked event.
 local function end_family(rec, fid, fam, now)
   redis.call('HDEL', rec, 'f:' .. fid)
-  if fam.x > now then mark_family(rec, fid, fam.x) end
+  if fam.x > now then raise_ended(rec, fam.x) end
   return {string.format('%d', fam.x), string.format('%d', fam.n)}
 end
 
--- The record's live families ({fid = family}), live single-token marks and live family marks
--- (counts); expired families and marks are dropped on the way.
+-- The record's live families ({fid = family}) and live single-token marks (a count); expired
+-- families and marks are dropped on the way. 'x:<fid>' fields are per-family marks written before
+-- 'y' existed: a live one is folded into 'y' (exact: its family is absent), every one is dropped.
 local function live_state(rec, now)
   local fields = redis.call('HGETALL', rec)
-  local live, marks, family_marks, dead = {}, 0, 0, {}
+  local live, marks, dead, y, legacy = {}, 0, {}, 0, 0
   for i = 1, #fields, 2 do
     local name, value = fields[i], fields[i + 1]
     local kind = string.sub(name, 1, 2)
     if kind == 'f:' then
       local fam = decode_family(value)
       if fam.e <= now then table.insert(dead, name) else live[string.sub(name, 3)] = fam end
-    elseif kind == 'x:' or kind == 'j:' then
-      if tonumber(value) <= now then
-        table.insert(dead, name)
-      elseif kind == 'j:' then
-        marks = marks + 1
-      else
-        family_marks = family_marks + 1
-      end
+    elseif kind == 'j:' then
+      if tonumber(value) <= now then table.insert(dead, name) else marks = marks + 1 end
+    elseif kind == 'x:' then
+      table.insert(dead, name)
+      legacy = math.max(legacy, tonumber(value))
+    elseif name == 'y' then
+      y = tonumber(value)
     end
   end
+  if legacy > now then raise_ended(rec, legacy, y) end
   if #dead > 0 then redis.call('HDEL', rec, unpack(dead)) end
-  return live, marks, family_marks
+  return live, marks
 end

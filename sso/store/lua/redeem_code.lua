@@ -1,13 +1,14 @@
 -- KEYS: code, session record.
 -- ARGV: marker (JSON {fid, x}), ttl kept after use, now, fid, sid, client_id, scope,
---       family max expiry, family MAC key (hex), access token max expiry, families per session,
---       live family marks per session.
+--       family max expiry, family MAC key (hex), access token max expiry, families per session.
 -- Marks the code used and starts its refresh family in one step. A second redemption of the code
 -- ends the family the first one started (RFC 6749 §4.1.2); the same marker again is a client
 -- library retrying this very redemption and gets the same answer.
 -- {'ok', session expires_at, auth_time, family expiry, MAC of generation 0, fid of a family ended
 -- for the cap or '', its latest exp, its tokens minted} | {'used', fid ended or '', latest exp of its
--- access tokens, tokens minted} | {'missing'} | {'ended'} | {'busy'} (too many ended families alive)
+-- access tokens, tokens minted} | {'missing'} | {'ended'}
+-- The first access token's exp (and so the family's x) is min(access token max expiry, session
+-- expires_at, family expiry): the caller mints it with the same clamp.
 local code, rec = KEYS[1], KEYS[2]
 local now, fid, sid = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 if redis.call('EXISTS', code) == 0 then return {'missing'} end
@@ -21,7 +22,7 @@ if issued and issued ~= ARGV[1] then
     return {'used', first.fid, ended[1], ended[2]}
   end
   if first.x > now and redis.call('EXISTS', rec) == 1 then
-    mark_family(rec, first.fid, first.x)  -- family already gone; its first token is not
+    raise_ended(rec, first.x)  -- family already gone (its tokens are covered); its first token too
   end
   return {'used', first.fid, string.format('%d', first.x), '1'}
 end
@@ -37,10 +38,7 @@ if not sess[1] or tonumber(sess[1]) <= now then
   redis.call('EXPIRE', code, ARGV[2])
   return {'ended'}
 end
-local live, _, family_marks = live_state(rec, now)
--- Every family ended while its access tokens live leaves a mark: past the bound, this session takes
--- no new family until marks expire (at most the access token lifetime). The code is not used up.
-if family_marks >= tonumber(ARGV[12]) then return {'busy'} end
+local live = live_state(rec, now)
 redis.call('HSET', code, 'issued', ARGV[1])
 redis.call('EXPIRE', code, ARGV[2])
 local count, oldest, oldest_fam = 0, nil, nil
@@ -56,8 +54,9 @@ if count >= tonumber(ARGV[11]) then
   dropped = oldest
 end
 local sess_exp = tonumber(sess[1])
-local fam = {c = ARGV[6], s = ARGV[7], g = 0, k = ARGV[9], e = math.min(tonumber(ARGV[8]), sess_exp),
-  t = now, r = now, n = 1, x = math.min(tonumber(ARGV[10]), sess_exp), q = string.rep('0', 24), qn = 0}
+local fam_exp = math.min(tonumber(ARGV[8]), sess_exp)
+local fam = {c = ARGV[6], s = ARGV[7], g = 0, k = ARGV[9], e = fam_exp, t = now, r = now, n = 1,
+  x = math.min(tonumber(ARGV[10]), fam_exp), q = string.rep('0', 24), qn = 0}
 redis.call('HSET', rec, 'f:' .. fid, encode_family(fam))
 -- the clients this session issued tokens to, for back-channel logout when it ends (bounded by SSO_CLIENTS)
 local clients = redis.call('HGET', rec, 'bc') or ''

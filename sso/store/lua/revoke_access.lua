@@ -1,6 +1,7 @@
 -- KEYS: session record. ARGV: fid, jti, exp, now, most single-token marks per session.
 -- Marks one access token revoked until it expires ('j:<jti>'). Past the bound, the token's whole
--- family is ended instead, so a record never holds more than that many marks.
+-- family is ended instead (its field removed, 'y' raised), so a record never holds more than that
+-- many marks.
 -- {1} marked, {2, latest exp of the family's tokens, tokens minted} its family ended,
 -- {0} the session has ended (its tokens are dead already).
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
@@ -13,5 +14,5 @@ end
 local f = live[ARGV[1]]
 if f then redis.call('HDEL', KEYS[1], 'f:' .. ARGV[1]) end
 local x = math.max(exp, f and f.x or 0)
-mark_family(KEYS[1], ARGV[1], x)
+raise_ended(KEYS[1], x)
 return {2, string.format('%d', x), string.format('%d', f and f.n or 0)}

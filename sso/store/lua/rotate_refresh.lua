@@ -26,7 +26,8 @@ local function answer(outcome, index)
   return {outcome, r[2], f.s, r[3], r[4], r[5] or '', r[6] or '', string.format('%d', f.e),
     string.format('%d', f.g), refresh_mac(f, sid, fid, f.g), fid .. '.' .. string.format('%d', index)}
 end
-local jti_exp = math.min(tonumber(ARGV[10]), tonumber(r[3]))
+-- the clamp: no access token outlives its session or its family (the caller mints the same exp)
+local jti_exp = math.min(tonumber(ARGV[10]), tonumber(r[3]), f.e)
 if gen == f.g then
   f.g, f.r, f.q, f.qn, f.n = f.g + 1, now, ARGV[9], f.n, f.n + 1
   f.x = math.max(f.x, jti_exp)
