@@ -50,7 +50,7 @@ for id, f in pairs(live) do
 end
 local dropped, ended = '', {'0', '0'}
 if count >= tonumber(ARGV[11]) then
-  ended = end_family(rec, oldest, oldest_fam, now)
+  ended = end_family(rec, oldest, decode_family(oldest_fam.text), now)
   dropped = oldest
 end
 local sess_exp = tonumber(sess[1])

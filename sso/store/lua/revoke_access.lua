@@ -11,7 +11,7 @@ if marks < tonumber(ARGV[5]) then
   redis.call('HSET', KEYS[1], 'j:' .. ARGV[2], ARGV[3])
   return {1}
 end
-local f = live[ARGV[1]]
+local f = live[ARGV[1]] and decode_family(live[ARGV[1]].text)
 if f then redis.call('HDEL', KEYS[1], 'f:' .. ARGV[1]) end
 local x = math.max(exp, f and f.x or 0)
 raise_ended(KEYS[1], x)
