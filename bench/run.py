@@ -37,7 +37,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from multiprocessing.connection import Connection
@@ -547,9 +547,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--per-user-ops",
         type=int,
-        default=150,
-        help="operations per run of the per-user list / invalidate-all (default 150)",
+        default=400,
+        help="operations per run of the per-user list / invalidate-all (default 400)",
     )
+    p.add_argument("--scale-repeats", type=int, default=5, help="runs per scale step and operation (default 5)")
     p.add_argument("--cluster", action="store_true", help="validate and refresh on a 3-primary Cluster vs one server")
     p.add_argument("--no-table", action="store_true", help="only the --scale and --cluster parts")
     return p.parse_args(argv)
@@ -567,10 +568,12 @@ def extras(args: argparse.Namespace, private_pem: str, public_pem: str) -> tuple
     out: list[str] = []
     errors = 0
     if args.scale:
-        with running_service(private_pem, public_pem) as svc:
-            report = scale.scale(deployed(svc), svc.redis_server.port, svc.store.keys, args.scale, args, args.repeats)
-        lines = _problems(svc.gunicorn.log)
-        out += scale.render_scale(report) + ["", f"Scale server log: {len(lines)} error lines."
+        with ExitStack() as stack:
+            services = [stack.enter_context(running_service(private_pem, public_pem)) for _ in args.scale]
+            at = [(deployed(svc), svc.redis_server.port) for svc in services]
+            report = scale.scale(at, services[0].store.keys, args.scale, args, args.scale_repeats)
+        lines = [line for svc in services for line in _problems(svc.gunicorn.log)]
+        out += scale.render_scale(report) + ["", f"Scale servers' logs: {len(lines)} error lines."
                                                  + (f" First: {lines[0][:200]}" if lines else "")]  # fmt: skip
         errors += scale.scale_errors(report) + len(lines)
     if args.cluster:

@@ -6,7 +6,8 @@
   of what the stack costs before any application code runs.
 * **Scale** (``--scale``): CPU per operation of /session/validate and the
   refresh grant at concurrency 16 with 10 k, 100 k and 1 M live sessions in
-  Redis, Redis ``used_memory`` per session at each step, and the per-user
+  Redis (one service and Redis per size, side by side, measured in
+  alternating passes), Redis ``used_memory`` per session at each step, and the per-user
   operations (list, invalidate-all) for users with 1, 10 and 100 sessions.
   Redis is filled directly: the store's own ``create_session`` script, EVALSHA
   on a raw pipelined socket, for sessions whose id hash is the SHA-256 of a
@@ -377,50 +378,58 @@ class ScaleReport:
     steps: list[Step] = field(default_factory=list)
     per_user: list[PerUser] = field(default_factory=list)
     note: str = ""
+    memory: str = ""  # what the largest step took, against what the machine had
     fill_seconds: float = 0.0
     background: int = 0  # live sessions present during the per-user measurements
     per_user_ops: int = 0
 
 
 def scale(
-    d: Deployed, redis_port: int, keys: Keys, wanted: Sequence[int], args: argparse.Namespace, rounds: int
+    services: Sequence[tuple[Deployed, int]], keys: Keys, wanted: Sequence[int], args: argparse.Namespace, rounds: int
 ) -> ScaleReport:
-    """Fill Redis step by step to each size in ``wanted`` and measure at c=16 after each."""
+    """One service per size in ``wanted`` (its Redis on the given port) filled to that size, then measured
+    at c=16 in alternating passes: a burst of load from elsewhere lands in one pass of every size, not in
+    every pass of one."""
     ops, seconds = args.scale_ops, args.seconds
-    filler = Filler(redis_port, keys)
     report = ScaleReport()
-    base_memory, live = used_memory(redis_port), 0
-    sample: list[tuple[str, str]] = []
     started = time.monotonic()
-    for size in wanted:
-        if live:  # how much more fits, from what the sessions so far take
-            per = (used_memory(redis_port) - base_memory) / live
-            fits = live + int(available_memory() * MEMORY_SHARE / max(per, 1.0))
+    filled_at: list[tuple[Deployed, int, Filler, list[tuple[str, str]], Step]] = []
+    per = 0.0
+    for (d, port), size in zip(services, wanted, strict=True):
+        if per:  # how much fits, from what the sessions of the smaller steps take
+            fits = int(available_memory() * MEMORY_SHARE / per)
             if fits < size:
                 size = fits // 1000 * 1000
                 report.note = (f"{wanted[-1]:,} sessions do not fit in {MEMORY_SHARE:.0%} of this machine's available "
                                f"memory; the last step stops at {size:,}")  # fmt: skip
                 print(f"  {report.note}", file=sys.stderr)
-            if size <= live:
-                break
+                if size <= filled_at[-1][4].sessions:
+                    break
+        base = used_memory(port)
+        filler = Filler(port, keys)
         t0 = time.monotonic()
-        filled = filler.fill(-(-(size - live) // PER_USER), PER_USER, sample=max(1, SAMPLE * (size - live) // size))
-        live += filled.sessions
-        sample += filled.sample
+        filled = filler.fill(-(-size // PER_USER), PER_USER, sample=SAMPLE)
         report.fill_seconds += time.monotonic() - t0
-        print(f"  filled {live:,} sessions ({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
+        print(f"  filled {filled.sessions:,} sessions ({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
         time.sleep(0.5)  # let the allocator's figures settle
-        step = Step(live, (used_memory(redis_port) - base_memory) / live)
-        warm = validate_filled(d.target, sample)
-        load_ops(d, warm, min(ops, 2000))
-        for n in range(rounds):
+        taken = used_memory(port) - base
+        per = taken / filled.sessions
+        report.memory = (f"{filled.sessions:,} sessions took {taken / 2**20:,.0f} MiB of Redis used_memory; "
+                         f"{available_memory() / 2**30:.1f} GiB of memory were still available")  # fmt: skip
+        filled_at.append((d, port, filler, filled.sample, Step(filled.sessions, per)))
+    for d, _, _, sample, _ in filled_at:
+        load_ops(d, validate_filled(d.target, sample), min(ops, 2000))
+    for n in range(rounds):
+        for d, _, _, sample, step in filled_at:
+            label = f"{step.sessions:,} sessions, pass {n + 1}"
             step.validate.add(measure(d, validate_filled(d.target, sample), connections=16, ops=ops,
-                                      seconds=seconds), f"{live:,} sessions, pass {n + 1}: validate x16")  # fmt: skip
+                                      seconds=seconds), f"{label}: validate x16")  # fmt: skip
             step.refresh.add(measure(d, refresh_filled(d.target, sample, 16), connections=16, ops=ops,
-                                     seconds=seconds), f"{live:,} sessions, pass {n + 1}: refresh x16")  # fmt: skip
-        report.steps.append(step)
-    report.background = live
-    report.per_user = per_user_ops(d, filler, args, rounds)
+                                     seconds=seconds), f"{label}: refresh x16")  # fmt: skip
+    report.steps = [step for *_, step in filled_at]
+    d, _, filler, _, largest = filled_at[-1]
+    report.background = largest.sessions
+    report.per_user = per_user_ops(d, filler, args, args.repeats)
     report.per_user_ops = args.per_user_ops
     print(f"  scale done in {time.monotonic() - started:.0f} s", file=sys.stderr)
     return report
@@ -474,12 +483,16 @@ def _verdict(ratio: float, target: float) -> str:
 
 def render_scale(r: ScaleReport) -> list[str]:
     out = ["", "### Scale: live sessions in Redis (concurrency 16)", ""]
-    out.append(f"Redis filled directly with the store's create_session script ({PER_USER} sessions per user, a "
+    out.append("One service (gunicorn + its own redis-server) per step, all running side by side, measured in "
+               "alternating passes. Each Redis filled directly with the store's create_session script "
+               f"({PER_USER} sessions per user, a "
                f"{len(USER_AGENT)}-character user agent, two claims, no refresh family; {r.fill_seconds:.0f} s in "
                "all); validate on a random sample of the filled sessions, refresh on chains started with filled "
                "sessions' tokens. CPU/op = gunicorn + redis-server, median of the passes (range).")  # fmt: skip
     if r.note:
         out += ["", f"**Note: {r.note}.**"]
+    if r.memory:
+        out += ["", f"Memory: {r.memory}."]
     out += ["", "| live sessions | validate CPU ms/op (range) | of which Redis | errors | refresh CPU ms/op (range) "
                 "| of which Redis | errors | Redis used_memory per session |",
             "|--:|--:|--:|--:|--:|--:|--:|--:|"]  # fmt: skip

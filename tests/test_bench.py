@@ -22,7 +22,8 @@ REPEATS, OPS = 2, 50
 SCALE = (1000, 2000)
 TINY = ["--seconds", "2", "--ops", str(OPS), "--repeats", str(REPEATS), "--warmup", "16", "--count-ops", "5",
         "--inproc-ops", "20", "--settle", "0.05", "--sign-iterations", "20", "--soak", "200",
-        "--scale", ",".join(map(str, SCALE)), "--scale-ops", "40", "--per-user-ops", "10", "--cluster"]  # fmt: skip
+        "--scale", ",".join(map(str, SCALE)), "--scale-ops", "40", "--scale-repeats", "2", "--per-user-ops", "10",
+        "--cluster"]  # fmt: skip
 
 
 def tables(text: str) -> dict[str, list[list[str]]]:
@@ -80,5 +81,5 @@ def test_tiny_benchmark_reports_every_scenario_without_errors(tmp_path: Path) ->
     assert all(cells[5] == "0" for cells in cluster.values()), cluster
     assert "Memory soak" in text
     assert " 0 error lines." in text
-    assert "Scale server log: 0 error lines." in text
+    assert "Scale servers' logs: 0 error lines." in text
     assert "Server logs: 0 error lines." in text
