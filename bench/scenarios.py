@@ -142,7 +142,10 @@ def userinfo(t: Target, access_token: str) -> Op:
 # -- setup -----------------------------------------------------------------------
 
 
-CODE_SESSIONS = 8  # per connection: room for 8 x 288 code exchanges within an access-token lifetime
+# per connection: room for 24 x 288 code exchanges within an access-token lifetime. Connection 0 also
+# serves the warm-up, the MONITOR pass, the in-process pass and every c=1 run: ~3 000 exchanges on a
+# quiet machine, past 8 x 288, after which the store answers "busy" and the rate limiter 429s.
+CODE_SESSIONS = 24
 
 
 def make_fixtures(t: Target, count: int) -> list[Fixture]:
