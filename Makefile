@@ -49,8 +49,12 @@ lint: install-dev                  ## ruff, mypy, bandit, and pip-audit (needs P
 	$(VENV)/bin/bandit -q -r sso config app.py wsgi.py client/fluxer_sso_client
 	tools/audit-deps
 
-bench: install-dev                 ## benchmark table + 100k-request memory soak (~4 min), also in bench/results/latest.md
-	$(PY) -m bench.run --soak 100000
+# The table against the floor (bench/floor_app.py), the 100k-request memory soak, the scale curves
+# to a million live sessions (fewer where they do not fit in memory) and Cluster against one server.
+BENCH_SCALE ?= 10000,100000,1000000
+
+bench: install-dev                 ## benchmark table, floor, soak, scale curves, Cluster vs one server (~7 min), also in bench/results/latest.md
+	$(PY) -m bench.run --soak 100000 --scale $(BENCH_SCALE) --cluster
 
 bench-profile: install-dev         ## where each path's CPU goes: py-spy on the workers, into bench/results/profile/
 	$(PY) -m bench.run --profile bench/results/profile

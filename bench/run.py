@@ -37,7 +37,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from multiprocessing.connection import Connection
@@ -46,7 +46,7 @@ from pathlib import Path
 import redis
 
 from app import create_app
-from bench import inproc, load, probes
+from bench import inproc, load, probes, scale
 from bench import profile as profiling
 from bench.scenarios import APP_ORIGIN, SCENARIOS, Fixture, OpFactory, Scenario, Target, make_fixtures
 from config.keygen import generate_key_pair
@@ -56,6 +56,7 @@ from sso.logs import json_handler
 from sso.store import RedisStore
 from tests.redis_server import RedisServer, redis_server_binary
 from tests.server import GunicornServer
+from tests.topologies import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 2
@@ -134,16 +135,13 @@ class Service:
         return self.redis_server.proc.pid
 
 
-@contextmanager
-def running_service(private_pem: str, public_pem: str) -> Iterator[Service]:
-    secret = secrets.token_urlsafe(32)
-    redis_server = RedisServer()
-    redis_server.start()
-    env = {
+def service_env(private_pem: str, public_pem: str, secret: str, redis_url: str) -> dict[str, str]:
+    """The service's whole configuration, as environment variables (the same for every topology)."""
+    return {
         "SSO_JWT_PRIVATE_KEY": private_pem,
         "SSO_JWT_PUBLIC_KEY": public_pem,
         "SSO_SERVICE_SECRET": secret,
-        "REDIS_URL": redis_server.url,
+        "REDIS_URL": redis_url,
         "SSO_ISSUER": ISSUER,
         "SSO_APP_ORIGINS": APP_ORIGIN,
         "SSO_CLIENTS": "fluxer",
@@ -152,6 +150,14 @@ def running_service(private_pem: str, public_pem: str) -> Iterator[Service]:
         "SSO_REFRESH_REUSE_GRACE": "0",
         "SSO_COOKIE_SECURE": "false",
     }
+
+
+@contextmanager
+def running_service(private_pem: str, public_pem: str) -> Iterator[Service]:
+    secret = secrets.token_urlsafe(32)
+    redis_server = RedisServer()
+    redis_server.start()
+    env = service_env(private_pem, public_pem, secret, redis_server.url)
     gunicorn = GunicornServer(env, workers=WORKERS)
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
@@ -162,6 +168,32 @@ def running_service(private_pem: str, public_pem: str) -> Iterator[Service]:
         client.close()
         gunicorn.stop()
         redis_server.cleanup()
+
+
+@contextmanager
+def running_on_cluster(private_pem: str, public_pem: str) -> Iterator[tuple[scale.Deployed, list[int], GunicornServer]]:
+    """The same service on the suite's 3-primary Redis Cluster (tests/topologies.py), on loopback.
+
+    Yields the service with all six redis-server processes counted, and the primaries' pids.
+    """
+    cluster = Cluster()
+    cluster.start()
+    secret = secrets.token_urlsafe(32)
+    gunicorn = GunicornServer(service_env(private_pem, public_pem, secret, cluster.url), workers=WORKERS)
+    try:
+        gunicorn.start()
+        assert gunicorn.proc is not None
+        pids = {port: node.proc.pid for port, node in cluster.nodes.items() if node.proc is not None}
+        primaries = [pids[shard.port] for shard in cluster.primaries()]
+        target = Target(("127.0.0.1", gunicorn.port), secret)
+        yield scale.Deployed(target, gunicorn.proc.pid, tuple(pids.values())), primaries, gunicorn
+    finally:
+        gunicorn.stop()
+        cluster.cleanup()
+
+
+def deployed(svc: Service) -> scale.Deployed:
+    return scale.Deployed(svc.target, svc.master, (svc.redis_pid,), svc.fixtures)
 
 
 # -- one run -----------------------------------------------------------------------
@@ -392,9 +424,47 @@ def _other_share(rows: list[Row]) -> float:
     return max(0.0, sum(r.other_cpu for r in rows)) / max(1e-9, sum(r.result.seconds for r in rows))
 
 
+# The floor targets of the performance issue: CPU/op at c=16 as a multiple of the floor's.
+FLOOR_TARGETS = {"discovery": 1.5, "jwks": 1.5, "session/validate": 2.0, "authorize (cookie)": 2.0}
+
+
+def render_floor(rows: list[Row], floor: dict[int, scale.Series]) -> list[str]:
+    """The floor's own rows, and the targeted endpoints as multiples of it."""
+    out = ["", "### Against the floor", "",
+           "The floor: bench/floor_app.py (fixed bytes, no application code, no log lines) under "
+           "bench/floor_gunicorn.conf.py, which copies every plain setting of deploy/gunicorn.conf.py (gevent, "
+           f"{WORKERS} workers, worker_connections, keepalive, timeouts); measured in the same passes, by the same "
+           "load generator, with the same CPU accounting (gunicorn master + workers; it has no Redis).", "",
+           "| floor | conc | ops | ops/s | p50 ms | p99 ms | errors | CPU ms/op (range) |",
+           "|---|--:|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
+    for connections, series in floor.items():
+        res = series.total
+        out.append(f"| floor (fixed bytes) | {connections} | {res.ops} | {res.ops / max(res.seconds, 1e-9):.0f} "
+                   f"| {res.percentile(0.50) * 1000:.2f} | {res.percentile(0.99) * 1000:.2f} | {res.errors} "
+                   f"| {series.cpu_ms:.3f} ({series.span}) |")  # fmt: skip
+    by = {(r.scenario.name, r.connections): r for r in rows}
+    out += ["", "| endpoint | CPU ms/op, c=16 | × floor, c=16 | × floor, c=1 | target | met? |",
+            "|---|--:|--:|--:|--:|---|"]  # fmt: skip
+    for name, target in FLOOR_TARGETS.items():
+        hot, one = by.get((name, 16)), by.get((name, 1))
+        if hot is None or 16 not in floor:
+            continue
+        ratio = hot.cpu_ms / floor[16].cpu_ms
+        single = f"{one.cpu_ms / floor[1].cpu_ms:.2f}" if one is not None and 1 in floor else "—"
+        out.append(f"| {name} | {hot.cpu_ms:.3f} | **{ratio:.2f}** | {single} | ≤ {target:.1f} "
+                   f"| {'yes' if ratio <= target else 'no'} |")  # fmt: skip
+    return out
+
+
 def render(
-    rows: list[Row], yard: Yardstick, soak_points: list[tuple[int, tuple[float, ...]]], log: str, repeats: int
+    rows: list[Row],
+    yard: Yardstick,
+    soak_points: list[tuple[int, tuple[float, ...]]],
+    log: str,
+    repeats: int,
+    floor: dict[int, scale.Series] | None = None,
 ) -> str:
+    floor = floor or {}
     out = [
         f"## Fluxer SSO benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {_commit()}",
         "",
@@ -414,21 +484,26 @@ def render(
         "",
         "| scenario | conc | ops | ops/s | p50 ms | p99 ms | errors | CPU ms/op (range) | of which Redis "
         "| × RS256 | app alone ms/op | worker RSS MB | Redis cmds/op | per op, as Redis sees it (MONITOR pass) "
-        "| activity writes |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
+        "| activity writes | × floor |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|--:|",
     ]
     for r in rows:
         res = r.result
         activity = "—" if r.activity is None else f"{r.activity[0]} for {r.activity[1]} sessions"
+        base = floor.get(r.connections)
+        times_floor = f"{r.cpu_ms / base.cpu_ms:.2f}" if base is not None and base.runs else "—"
         out.append(
             f"| {r.scenario.name} | {r.connections} | {res.ops} | {res.ops / res.seconds:.0f} "
             f"| {res.percentile(0.50) * 1000:.2f} | {res.percentile(0.99) * 1000:.2f} | {res.errors} "
             f"| {r.cpu_ms:.3f} ({r.cpu_range[0]:.2f}–{r.cpu_range[1]:.2f}) | {r.redis_cpu_ms:.3f} "
             f"| {r.cpu_ms / yard.sign_ms:.2f} | {r.app_ms:.3f} "
-            f"| {' / '.join(f'{m:.1f}' for m in r.rss_mb)} | {r.commands:.2f} | {r.capture} | {activity} |"
+            f"| {' / '.join(f'{m:.1f}' for m in r.rss_mb)} | {r.commands:.2f} | {r.capture} | {activity} "
+            f"| {times_floor} |"
         )
     scenarios = dict.fromkeys(r.scenario for r in rows)
     out += ["", "One operation: " + "; ".join(f"**{s.name}**: {s.what}" for s in scenarios) + "."]
+    if floor:
+        out += render_floor(rows, floor)
     if soak_points:
         first, last = soak_points[0], soak_points[-1]
         trail = ", ".join(f"{n:,}: {' / '.join(f'{m:.1f}' for m in rss)}" for n, rss in soak_points)
@@ -460,7 +535,62 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", action="append", help="scenario name (repeatable)")
     p.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.md")
     p.add_argument("--profile", type=Path, help="instead of measuring, sample the workers with py-spy into DIR")
+    p.add_argument("--no-floor", action="store_true", help="without the floor app (bench/floor_app.py)")
+    p.add_argument(
+        "--scale",
+        type=_sizes,
+        default=(),
+        metavar="N,N,...",
+        help="scale curves at these numbers of live sessions (make bench: 10000,100000,1000000)",
+    )
+    p.add_argument("--scale-ops", type=int, default=4000, help="cap on operations per scale run (default 4000)")
+    p.add_argument(
+        "--per-user-ops",
+        type=int,
+        default=400,
+        help="operations per run of the per-user list / invalidate-all (default 400)",
+    )
+    p.add_argument("--scale-repeats", type=int, default=5, help="runs per scale step and operation (default 5)")
+    p.add_argument("--cluster", action="store_true", help="validate and refresh on a 3-primary Cluster vs one server")
+    p.add_argument("--no-table", action="store_true", help="only the --scale and --cluster parts")
     return p.parse_args(argv)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    sizes = tuple(int(x.replace("_", "")) for x in text.split(",") if x.strip())
+    if not sizes or any(n < 1 for n in sizes) or list(sizes) != sorted(set(sizes)):
+        raise argparse.ArgumentTypeError("increasing positive numbers of sessions, comma-separated")
+    return sizes
+
+
+def extras(args: argparse.Namespace, private_pem: str, public_pem: str) -> tuple[list[str], int]:
+    """The --scale and --cluster sections of the report, and their errors (wrong answers, error log lines)."""
+    out: list[str] = []
+    errors = 0
+    if args.scale:
+        with ExitStack() as stack:
+            services = [stack.enter_context(running_service(private_pem, public_pem)) for _ in args.scale]
+            at = [(deployed(svc), svc.redis_server.port) for svc in services]
+            report = scale.scale(at, services[0].store.keys, args.scale, args, args.scale_repeats)
+        lines = [line for svc in services for line in _problems(svc.gunicorn.log)]
+        out += scale.render_scale(report) + ["", f"Scale servers' logs: {len(lines)} error lines."
+                                                 + (f" First: {lines[0][:200]}" if lines else "")]  # fmt: skip
+        errors += scale.scale_errors(report) + len(lines)
+    if args.cluster:
+        with running_service(private_pem, public_pem) as svc, running_on_cluster(private_pem, public_pem) as on:
+            cluster, primaries, gunicorn = on
+            svc.fixtures = make_fixtures(svc.target, max(CONCURRENCY))
+            cluster.fixtures = make_fixtures(cluster.target, max(CONCURRENCY))
+            compared = scale.cluster_compare(deployed(svc), cluster, primaries, args, args.repeats)
+        lines = _problems(svc.gunicorn.log) + _problems(gunicorn.log)
+        out += scale.render_cluster(compared) + ["", f"Server logs: {len(lines)} error lines."
+                                                     + (f" First: {lines[0][:200]}" if lines else "")]  # fmt: skip
+        errors += scale.cluster_errors(compared) + len(lines)
+    return out, errors
+
+
+def _problems(log: str) -> list[str]:
+    return [line for line in log.splitlines() if any(mark in line for mark in PROBLEM_MARKS)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,7 +602,14 @@ def main(argv: list[str] | None = None) -> int:
     soak_points: list[tuple[int, tuple[float, ...]]] = []
     profiles: list[str] = []
     started = time.monotonic()
-    with running_service(private_pem, public_pem) as svc:
+    if args.no_table:
+        body, errors = extras(args, private_pem, public_pem)
+        report = f"## Fluxer SSO benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {_commit()}\n"
+        report += f"\n- machine: {os.cpu_count()} cores ({_cpu_model()}), {platform.system()} {platform.release()}\n"
+        report += f"- {_versions()}\n" + "\n".join(body) + "\n"
+        return _write(report, args, started, errors)
+    floor: dict[int, scale.Series] = {}
+    with running_service(private_pem, public_pem) as svc, _floor(args) as floor_app:
         svc.fixtures = make_fixtures(svc.target, max(CONCURRENCY))
         captures, app_ms = {}, {}
         for scenario in scenarios:
@@ -488,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
         # Passes over every scenario, so that a burst of load from elsewhere on the machine
         # lands in one sample of several scenarios rather than in every sample of one.
         samples: dict[tuple[Scenario, int], list[Sample]] = {}
+        if floor_app is not None:
+            scale.load_ops(floor_app, scale.floor_op(floor_app), args.warmup)
         for n in range(0 if args.profile else args.repeats):
             for scenario in scenarios:
                 for connections in CONCURRENCY:
@@ -498,6 +637,12 @@ def main(argv: list[str] | None = None) -> int:
                           f"{sample.cpu_ms:.3f} ms CPU/op", file=sys.stderr, flush=True)  # fmt: skip
                     for reason, count in res.reasons.most_common(3):
                         print(f"    {count} x {reason}", file=sys.stderr)
+            for connections in CONCURRENCY:
+                if floor_app is None:
+                    break
+                measured = scale.measure(floor_app, scale.floor_op(floor_app), connections=connections, ops=args.ops,
+                                         seconds=args.seconds, settle=min(QUIET, args.settle))  # fmt: skip
+                floor.setdefault(connections, scale.Series()).add(measured, f"pass {n + 1}: floor x{connections}")
         for (scenario, connections), runs in samples.items():
             rows.append(row(svc, scenario, connections, runs))
             rows[-1].capture, rows[-1].app_ms = captures[scenario], app_ms[scenario]
@@ -506,12 +651,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         (args.profile / "summary.md").write_text("\n".join(profiles))
         return 0
-    report = render(rows, yard, soak_points, svc.gunicorn.log, args.repeats)
+    report = render(rows, yard, soak_points, svc.gunicorn.log, args.repeats, floor)
+    body, errors = extras(args, private_pem, public_pem)
+    report += "\n".join(body) + ("\n" if body else "")
+    errors += sum(r.result.errors for r in rows) + sum(s.total.errors for s in floor.values())
+    return _write(report, args, started, errors)
+
+
+@contextmanager
+def _floor(args: argparse.Namespace) -> Iterator[scale.Deployed | None]:
+    if args.no_floor or args.profile:
+        yield None
+        return
+    with scale.floor_server(WORKERS) as floor_app:
+        yield floor_app
+
+
+def _write(report: str, args: argparse.Namespace, started: float, errors: int) -> int:
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
     print(f"({time.monotonic() - started:.0f} s; written to {args.output})", file=sys.stderr)
-    return 1 if any(r.result.errors for r in rows) else 0
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
