@@ -452,10 +452,11 @@ def render_floor(rows: list[Row], floor: dict[int, scale.Series]) -> list[str]:
             "|---|--:|--:|--:|--:|---|"]  # fmt: skip
     for name, target in FLOOR_TARGETS.items():
         hot, one = by.get((name, 16)), by.get((name, 1))
-        if hot is None or 16 not in floor:
+        if hot is None or 16 not in floor or floor[16].cpu_ms <= 0:  # a tiny run can read 0 CPU ticks
             continue
         ratio = hot.cpu_ms / floor[16].cpu_ms
-        single = f"{one.cpu_ms / floor[1].cpu_ms:.2f}" if one is not None and 1 in floor else "—"
+        low = floor[1].cpu_ms if 1 in floor else 0.0
+        single = f"{one.cpu_ms / low:.2f}" if one is not None and low > 0 else "—"
         out.append(f"| {name} | {hot.cpu_ms:.3f} | **{ratio:.2f}** | {single} | ≤ {target:.1f} "
                    f"| {'yes' if ratio <= target else 'no'} |")  # fmt: skip
     return out
@@ -497,7 +498,7 @@ def render(
         res = r.result
         activity = "—" if r.activity is None else f"{r.activity[0]} for {r.activity[1]} sessions"
         base = floor.get(r.connections)
-        times_floor = f"{r.cpu_ms / base.cpu_ms:.2f}" if base is not None and base.runs else "—"
+        times_floor = f"{r.cpu_ms / base.cpu_ms:.2f}" if base is not None and base.runs and base.cpu_ms > 0 else "—"
         out.append(
             f"| {r.scenario.name} | {r.connections} | {res.ops} | {res.ops / res.seconds:.0f} "
             f"| {res.percentile(0.50) * 1000:.2f} | {res.percentile(0.99) * 1000:.2f} | {res.errors} "

@@ -587,10 +587,13 @@ def render_cluster(r: ClusterReport) -> list[str]:
            "|---|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
     for name, one in r.single.items():
         many = r.cluster[name]
-        ratio = many.cpu_ms / one.cpu_ms
+        if one.cpu_ms <= 0:  # a tiny run can read 0 CPU ticks
+            verdict = "—"
+        else:
+            ratio = many.cpu_ms / one.cpu_ms
+            verdict = f"**{ratio:.2f}** ({_verdict(ratio, 1.25)})"
         out.append(f"| {name} | {one.cpu_ms:.3f} ({one.span}) | {one.redis_ms:.3f} | {many.cpu_ms:.3f} ({many.span}) "
-                   f"| {many.redis_ms:.3f} | {one.total.errors + many.total.errors} "
-                   f"| **{ratio:.2f}** ({_verdict(ratio, 1.25)}) |")  # fmt: skip
+                   f"| {many.redis_ms:.3f} | {one.total.errors + many.total.errors} | {verdict} |")  # fmt: skip
     return out
 
 
