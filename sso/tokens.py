@@ -154,14 +154,14 @@ class TokenService:
 
     # -- verification -------------------------------------------------------------
 
-    def verify_access_token(self, token: str) -> dict[str, Any]:
+    def verify_access_token(self, token: str, now: float | None = None) -> dict[str, Any]:
         """Signature, algorithm, typ, kid, iss, aud, exp and iat; TokenRejected otherwise."""
         return self.keys.verify(
             token,
             typ=ACCESS_TOKEN_TYP,
             audience=self.settings.access_token_audience,
             issuer=self.settings.issuer,
-            now=self.clock(),
+            now=self.clock() if now is None else now,
         )
 
     def verify_id_token_hint(self, token: str) -> dict[str, Any]:
@@ -177,14 +177,17 @@ class TokenService:
         )
 
     def active_access_token(self, token: str) -> ActiveAccessToken | None:
-        """A currently valid access token: signature checks plus one Redis round trip."""
+        """A currently valid access token: signature checks plus one Redis round trip.
+
+        One instant for both: a token of an ended family has exp <= 'y', so "not expired" and
+        "'y' still in the future" cannot both fail to catch it (docs/storage.md)."""
+        now = self.clock()
         try:
-            claims = self.verify_access_token(token)
+            claims = self.verify_access_token(token, now)
         except TokenRejected:
             return None
         if not all(isinstance(claims.get(k), str) for k in ("jti", "sid", "client_id", "scope")):
             return None
-        now = self.clock()
         revoked, session = self.store.access_token_state(claims["jti"], claims["sub"], claims["sid"], now)
         if revoked or session is None or int(session.get("expires_at", 0)) <= now:
             return None

@@ -188,6 +188,18 @@ def test_revoke_refresh_token_revokes_family_and_its_access_tokens(oauth, api):
         assert introspect(api, token) == {"active": False}
 
 
+def test_a_revoked_token_is_inactive_to_its_last_second_even_when_the_clock_ticks(oauth, api, services, clock):
+    """Found in review: verification and the revocation check read the clock separately, so a token of
+    an ended family (exp == the session's mark 'y') passed at the instant in between. One reading now."""
+    oauth.login()
+    body = oauth.tokens()
+    assert oauth.client.post("/revoke", data={"token": body["refresh_token"], "client_id": "fluxer"}).status_code == 200
+    exp = clock() + body["expires_in"]
+    readings = iter([exp - 0.5, exp + 0.1, exp + 0.1])  # a tick between two readings would cross exp
+    services.tokens.clock = lambda: next(readings)
+    assert services.tokens.active_access_token(body["access_token"]) is None
+
+
 def test_many_code_exchanges_on_one_session_never_refuse_and_revoke_exactly_the_ended(oauth, api, clock):
     """One browser signing in to a client again and again within an access-token lifetime: every exchange
     succeeds; the families the cap ended have their access tokens refused, the 32 live ones do not."""

@@ -29,6 +29,7 @@ end
 -- are XORed (byte by byte is the slow part of this in Lua); the zero padding after them XORs to
 -- runs of 0x36 ('6') and 0x5c ('\\').
 local function hmac_sha1(key, msg)
+  if #key > 64 then error('hmac_sha1: keys longer than 64 bytes are not supported') end
   local inner, outer = {}, {}
   for i = 1, #key do
     local b = string.byte(key, i)
