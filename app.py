@@ -27,7 +27,7 @@ from sso.keys import KeySet
 from sso.logout import EndSessionService
 from sso.metrics import ScrapeTimeCollector
 from sso.openapi import openapi_json
-from sso.precomputed import PrecomputedResponses
+from sso.precomputed import Document, PrecomputedResponses
 from sso.ratelimit import RateLimiter, limits_from
 from sso.redis_timing import TimedRedis, TimedRedisCluster
 from sso.sessions import SessionService
@@ -58,8 +58,7 @@ class Services:
     authorization: AuthorizationService
     end_session: EndSessionService
     limiter: RateLimiter
-    discovery_json: bytes
-    openapi_json: bytes
+    documents: dict[str, Document]  # discovery, JWKS, OpenAPI: answered from bytes (sso/precomputed.py)
     scrape_metrics: ScrapeTimeCollector
     clock: Callable[[], float]
 
@@ -120,8 +119,11 @@ def create_app(
         authorization=AuthorizationService(ctx),
         end_session=EndSessionService(tokens=tokens, sessions=sessions, clients=clients, settings=settings),
         limiter=RateLimiter(store, limits_from(settings), clock=clock),
-        discovery_json=discovery_json(settings),
-        openapi_json=openapi_json(),
+        documents={
+            meta.DISCOVERY: Document(meta.DISCOVERY, discovery_json(settings), meta.PUBLIC_CACHE),
+            meta.JWKS: Document(meta.JWKS, keys.jwks_json, f"public, max-age={settings.jwks_max_age}"),
+            meta.OPENAPI: Document(meta.OPENAPI, openapi_json(), meta.PUBLIC_CACHE),
+        },
         scrape_metrics=ScrapeTimeCollector(
             store.count_live_sessions, {"version": __version__, "kid": keys.kid, "python": platform.python_version()}
         ),
@@ -139,12 +141,5 @@ def create_app(
         n = trusted_proxies
         flask_app = ProxyFix(flask_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[assignment]
     # outermost: the public documents are answered before ProxyFix and Flask (sso/precomputed.py)
-    app.wsgi_app = PrecomputedResponses(  # type: ignore[method-assign]
-        flask_app,
-        {
-            "/.well-known/openid-configuration": (app.extensions["sso"].discovery_json, meta.PUBLIC_CACHE),
-            "/.well-known/jwks.json": (keys.jwks_json, f"public, max-age={settings.jwks_max_age}"),
-            "/openapi.json": (app.extensions["sso"].openapi_json, meta.PUBLIC_CACHE),
-        },
-    )
+    app.wsgi_app = PrecomputedResponses(flask_app, app.extensions["sso"].documents)  # type: ignore[method-assign]
     return app

@@ -42,6 +42,11 @@ _HTTP_ERRORS: dict[int, type[errors.SSOError]] = {
 }
 
 
+def request_id(presented: str) -> str:
+    """The caller's X-Request-ID when it is well-formed, else a fresh one (32 hex characters)."""
+    return presented if REQUEST_ID_RE.fullmatch(presented) else os.urandom(16).hex()
+
+
 def services() -> Any:
     """The per-app service container (app.Services) built by create_app."""
     return current_app.extensions["sso"]
@@ -291,8 +296,7 @@ def register_request_hooks(app: Flask) -> None:
         req = request._get_current_object()  # type: ignore[attr-defined]
         ctx = g._get_current_object()  # type: ignore[attr-defined]
         ctx.started = time.perf_counter()
-        presented = req.headers.get("X-Request-ID", "")
-        ctx.request_id = presented if REQUEST_ID_RE.fullmatch(presented) else os.urandom(16).hex()
+        ctx.request_id = request_id(req.headers.get("X-Request-ID", ""))
         # Werkzeug enforces MAX_CONTENT_LENGTH only when a view reads the body; a view that
         # does not (/userinfo takes its token from a header) must still refuse an oversized one.
         length = req.content_length
@@ -303,8 +307,7 @@ def register_request_hooks(app: Flask) -> None:
     def finish_request(response: Response) -> Response:
         req = request._get_current_object()  # type: ignore[attr-defined]
         ctx = g._get_current_object()  # type: ignore[attr-defined]
-        request_id = getattr(ctx, "request_id", None) or os.urandom(16).hex()
-        response.headers["X-Request-ID"] = request_id
+        response.headers["X-Request-ID"] = getattr(ctx, "request_id", None) or request_id("")
         now = time.perf_counter()
         duration = now - getattr(ctx, "started", now)
         endpoint = req.url_rule.rule if req.url_rule is not None else "unmatched"

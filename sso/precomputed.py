@@ -18,19 +18,20 @@ serves them from its cache and logs them (deploy/nginx).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from sso import metrics
-from sso.http import REQUEST_ID_RE
+from sso.http import request_id
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class Document:
-    """One precomputed answer: its headers without X-Request-ID, its body, its metric children."""
+    """One precomputed answer: its body, its headers without X-Request-ID, its metric children.
+
+    The Flask views of these paths (sso/views/meta.py) answer from the same object."""
 
     __slots__ = ("body", "headers", "counted", "timed")
 
@@ -49,9 +50,9 @@ class Document:
 class PrecomputedResponses:
     """WSGI middleware: GET and HEAD of the given paths from bytes, everything else to ``app``."""
 
-    def __init__(self, app: WSGIApp, documents: dict[str, tuple[bytes, str]]) -> None:
+    def __init__(self, app: WSGIApp, documents: dict[str, Document]) -> None:
         self.app = app
-        self.documents = {path: Document(path, body, cache) for path, (body, cache) in documents.items()}
+        self.documents = documents
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         document = self.documents.get(environ.get("PATH_INFO", ""))
@@ -59,9 +60,9 @@ class PrecomputedResponses:
         if document is None or (method != "GET" and method != "HEAD"):
             return self.app(environ, start_response)
         started = time.perf_counter()
-        presented = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = presented if REQUEST_ID_RE.fullmatch(presented) else os.urandom(16).hex()
-        start_response("200 OK", [*document.headers, ("X-Request-ID", request_id)])
+        start_response(
+            "200 OK", [*document.headers, ("X-Request-ID", request_id(environ.get("HTTP_X_REQUEST_ID", "")))]
+        )
         document.counted[method].inc()
         document.timed.observe(time.perf_counter() - started)
         return [document.body] if method == "GET" else []

@@ -10,31 +10,32 @@ from sso.store import REDIS_ERRORS
 
 bp = Blueprint("meta", __name__)
 PUBLIC_CACHE = "public, max-age=3600"
+DISCOVERY, JWKS, OPENAPI = "/.well-known/openid-configuration", "/.well-known/jwks.json", "/openapi.json"
 
 
-def _precomputed(body: bytes, cache_control: str = PUBLIC_CACHE) -> Response:
-    """Serve bytes built once at start; readable from any origin (no credentials)."""
-    response = Response(body, mimetype="application/json")
-    response.headers["Cache-Control"] = cache_control
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    return response
+def _document(path: str) -> Response:
+    """Bytes built once at start (app.py), readable from any origin (no credentials).
+
+    sso/precomputed.py answers GET and HEAD of these paths before Flask, from the same
+    Document; these routes give the other methods Flask's answers (405, OPTIONS)."""
+    document = services().documents[path]
+    return Response(document.body, headers=document.headers)
 
 
-@bp.get("/.well-known/openid-configuration")
+@bp.get(DISCOVERY)
 def discovery() -> Response:
-    return _precomputed(services().discovery_json)
+    return _document(DISCOVERY)
 
 
-@bp.get("/.well-known/jwks.json")
+@bp.get(JWKS)
 def jwks() -> Response:
     """Cached for SSO_JWKS_MAX_AGE: the key rotation procedure waits that long before a new key signs."""
-    svc = services()
-    return _precomputed(svc.keys.jwks_json, f"public, max-age={svc.settings.jwks_max_age}")
+    return _document(JWKS)
 
 
-@bp.get("/openapi.json")
+@bp.get(OPENAPI)
 def openapi() -> Response:
-    return _precomputed(services().openapi_json)
+    return _document(OPENAPI)
 
 
 @bp.get("/_health")
