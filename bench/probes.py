@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sso.store.scripts import NAMES, source
@@ -64,14 +65,14 @@ def machine_busy_seconds() -> float:
 class CpuSnapshot:
     workers: tuple[int, ...]
     gunicorn: float  # seconds: master + workers
-    redis: float
+    redis: float  # every redis-server counted (one, or a cluster's six)
     machine: float  # every process on the machine
 
 
-def cpu_snapshot(master: int, redis_pid: int) -> CpuSnapshot:
+def cpu_snapshot(master: int, redis_pids: Sequence[int]) -> CpuSnapshot:
     workers = tuple(children(master))
     gunicorn = sum(cpu_seconds(p) for p in (master, *workers))
-    return CpuSnapshot(workers, gunicorn, cpu_seconds(redis_pid), machine_busy_seconds())
+    return CpuSnapshot(workers, gunicorn, sum(cpu_seconds(p) for p in redis_pids), machine_busy_seconds())
 
 
 # -- Redis -----------------------------------------------------------------------

@@ -274,9 +274,9 @@ def measure(svc: Service, scenario: Scenario, connections: int, args: argparse.N
     fixtures = svc.fixtures[:connections]
     make_op = scenario.prepare(svc.target, fixtures)  # outside the window: fresh refresh chains each run
     stale = backdate(svc, fixtures) if last and scenario.marks_activity else None
-    cmd0, cpu0 = probes.commandstats(svc.redis), probes.cpu_snapshot(svc.master, svc.redis_pid)
+    cmd0, cpu0 = probes.commandstats(svc.redis), probes.cpu_snapshot(svc.master, [svc.redis_pid])
     result = run_load(svc.target.address, make_op, connections=connections, max_ops=args.ops, seconds=args.seconds)
-    cpu1 = probes.cpu_snapshot(svc.master, svc.redis_pid)
+    cpu1 = probes.cpu_snapshot(svc.master, [svc.redis_pid])
     time.sleep(
         args.settle if stale is not None else min(QUIET, args.settle)
     )  # background activity writes land within a second
@@ -378,10 +378,10 @@ def profile(svc: Service, scenario: Scenario, args: argparse.Namespace) -> str:
     out = args.profile / scenario.name.replace("/", "-").replace(" ", "-").replace("(", "").replace(")", "")
     make_op = scenario.prepare(svc.target, svc.fixtures)
     workers = probes.children(svc.master)
-    cpu0 = probes.cpu_snapshot(svc.master, svc.redis_pid)
+    cpu0 = probes.cpu_snapshot(svc.master, [svc.redis_pid])
     samplers = profiling.record(workers, args.seconds, out)
     result = run_load(svc.target.address, make_op, connections=16, max_ops=10**9, seconds=args.seconds)
-    cpu1 = probes.cpu_snapshot(svc.master, svc.redis_pid)
+    cpu1 = probes.cpu_snapshot(svc.master, [svc.redis_pid])
     for sampler in samplers:
         sampler.wait(60)
     ms_per_op = (cpu1.gunicorn - cpu0.gunicorn) / max(1, result.ops) * 1000

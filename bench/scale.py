@@ -77,20 +77,8 @@ class Deployed:
     fixtures: list[Fixture] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Cpu:
-    workers: tuple[int, ...]
-    gunicorn: float
-    redis: float
-
-
-def cpu_now(d: Deployed) -> Cpu:
-    workers = tuple(probes.children(d.master))
-    return Cpu(
-        workers,
-        sum(probes.cpu_seconds(p) for p in (d.master, *workers)),
-        sum(probes.cpu_seconds(p) for p in d.redis_pids),
-    )
+def cpu_now(d: Deployed) -> probes.CpuSnapshot:
+    return probes.cpu_snapshot(d.master, d.redis_pids)
 
 
 @dataclass
