@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -15,12 +16,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config.redis_url import parse_redis_url
 from config.settings import Settings, load_settings
 from sso import __version__
+from sso.accounting import RequestAccounting
 from sso.authorization import AuthorizationService
 from sso.backchannel import BackchannelLogout
 from sso.cli import sso as sso_cli
 from sso.clients import ClientRegistry
 from sso.context import OAuthContext
 from sso.discovery import discovery_json
+from sso.fastpath import FORM, JSON, FastPath, Route
 from sso.grants import GrantService
 from sso.http import register_error_handlers, register_request_hooks
 from sso.keys import KeySet
@@ -30,6 +33,7 @@ from sso.openapi import openapi_json
 from sso.precomputed import Document, PrecomputedResponses
 from sso.ratelimit import RateLimiter, limits_from
 from sso.redis_timing import TimedRedis, TimedRedisCluster
+from sso.schemas import TokenInputSchema, TokenSchema, ValidateSessionSchema
 from sso.sessions import SessionService
 from sso.store import RedisStore
 from sso.store.connections import Client, connect
@@ -134,12 +138,32 @@ def create_app(
         app.register_blueprint(blueprint)
     app.cli.add_command(sso_cli)
     register_error_handlers(app)
-    register_request_hooks(app)
+    accounting = RequestAccounting()
+    register_request_hooks(app, accounting)
     logging.getLogger("sso").setLevel(logging.INFO)
-    flask_app = app.wsgi_app
+    services = app.extensions["sso"]
+    # the plain success of the calls that carry the load, before Flask (sso/fastpath.py)
+    flask_app = FastPath(
+        app.wsgi_app,
+        [
+            Route("/session/validate", JSON, ValidateSessionSchema(), functools.partial(session.validation, sessions)),
+            Route("/introspect", FORM, TokenInputSchema(), functools.partial(oauth.introspection, tokens)),
+            Route(
+                "/token",
+                FORM,
+                TokenSchema(),
+                functools.partial(oauth.issuance, services.grants),
+                service=False,
+                cors_origins=tuple(settings.app_origins),
+            ),
+        ],
+        flask=app,
+        secrets=settings.service_secrets,
+        accounting=accounting,
+    )
     if trusted_proxies:
         n = trusted_proxies
         flask_app = ProxyFix(flask_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[assignment]
     # outermost: the public documents are answered before ProxyFix and Flask (sso/precomputed.py)
-    app.wsgi_app = PrecomputedResponses(flask_app, app.extensions["sso"].documents)  # type: ignore[method-assign]
+    app.wsgi_app = PrecomputedResponses(flask_app, services.documents)  # type: ignore[method-assign]
     return app

@@ -23,12 +23,13 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
 from sso import errors, metrics, ratelimit
+from sso.accounting import RequestAccounting
 from sso.digests import equals
 from sso.schemas import first_error
 
 log = logging.getLogger("sso.http")
-access_log = logging.getLogger("sso.access")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+RAISED = "sso.raised"  # environ key: what the service call of sso/fastpath.py raised, for the view to raise
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R", bound=BaseResponse)
@@ -117,28 +118,41 @@ def use_schema(schema_cls: type[Schema], location: str = "json") -> Callable[[F]
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return view(*args, data=load_input(schema, location), **kwargs)
+            data = load_input(schema, location)
+            raised = request.environ.pop(RAISED, None)
+            if raised is not None:  # sso/fastpath.py made this view's service call, and it raised
+                raise raised
+            return view(*args, data=data, **kwargs)
 
         return cast(F, wrapper)
 
     return decorator
 
 
-def service_credentials() -> str | None:
-    """The secret of an ``Authorization: Service <secret>`` header; None for no header or another scheme."""
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+def service_secret(authorization: str) -> str | None:
+    """The secret of an ``Authorization: Service <secret>`` header value; None for another scheme."""
+    scheme, _, presented = authorization.partition(" ")
     return presented.strip() if scheme.lower() == "service" else None
 
 
-def service_authenticated(secrets: Iterable[str]) -> bool:
-    """Whether ``Authorization: Service <secret>`` matches one configured secret."""
-    presented = service_credentials()
+def service_credentials() -> str | None:
+    """The request's service secret (``service_secret``); None for no header or another scheme."""
+    return service_secret(request.headers.get("Authorization", ""))
+
+
+def secret_matches(presented: str | None, secrets: Iterable[str]) -> bool:
+    """Whether a presented service secret is one of the configured ones."""
     if not presented:
         return False
     matched = False
     for secret in secrets:  # compare against every secret: no early exit to time
         matched |= equals(presented, secret)
     return matched
+
+
+def service_authenticated(secrets: Iterable[str]) -> bool:
+    """Whether ``Authorization: Service <secret>`` matches one configured secret."""
+    return secret_matches(service_credentials(), secrets)
 
 
 def client_address() -> str | None:
@@ -197,24 +211,32 @@ def rate_limited(limit: str) -> Callable[[F], F]:
     return decorator
 
 
-def allowed_origin(origins: Iterable[str]) -> str | None:
-    """The request's Origin when it is one of ``origins``."""
-    origin = request.headers.get("Origin")
-    return origin if origin and origin in origins else None
+def cors_headers(
+    origin: str | None, origins: Iterable[str], *, credentials: bool, preflight: bool
+) -> list[tuple[str, str]]:
+    """The CORS headers of an answer to ``origin`` (Fetch standard, CORS protocol), besides Vary."""
+    if not origin or origin not in origins:
+        return []
+    headers = [("Access-Control-Allow-Origin", origin)]
+    if credentials:
+        headers.append(("Access-Control-Allow-Credentials", "true"))
+    if preflight:
+        headers += [
+            ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
+            ("Access-Control-Max-Age", "600"),
+        ]
+    return headers
 
 
 def apply_cors(response: Response, origins: Iterable[str], *, credentials: bool) -> Response:
-    """CORS for the browser-facing endpoints (Fetch standard, CORS protocol)."""
-    origin = allowed_origin(origins)
+    """CORS for the browser-facing endpoints."""
     response.vary.add("Origin")
-    if origin:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        if credentials:
-            response.headers["Access-Control-Allow-Credentials"] = "true"
-        if request.method == "OPTIONS":
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-            response.headers["Access-Control-Max-Age"] = "600"
+    preflight = request.method == "OPTIONS"
+    for name, value in cors_headers(
+        request.headers.get("Origin"), origins, credentials=credentials, preflight=preflight
+    ):
+        response.headers[name] = value
     return response
 
 
@@ -281,15 +303,13 @@ def redirect_to(location: str, status: int) -> BaseResponse:
     return response
 
 
-def register_request_hooks(app: Flask) -> None:
+def register_request_hooks(app: Flask, accounting: RequestAccounting) -> None:
     """Request ids, one structured access-log line and metrics per request.
 
     Every request runs these, so they read the request object once instead of
-    through Flask's context-local proxies, and reuse each metric child.
+    through Flask's context-local proxies.
     """
     limit = app.config["MAX_CONTENT_LENGTH"]
-    counted: dict[tuple[str, str, int], Any] = {}  # bounded: routes x METHODS x statuses we answer
-    timed: dict[str, Any] = {}
 
     @app.before_request
     def start_request() -> None:
@@ -309,26 +329,8 @@ def register_request_hooks(app: Flask) -> None:
         ctx = g._get_current_object()  # type: ignore[attr-defined]
         response.headers["X-Request-ID"] = getattr(ctx, "request_id", None) or request_id("")
         now = time.perf_counter()
-        duration = now - getattr(ctx, "started", now)
         endpoint = req.url_rule.rule if req.url_rule is not None else "unmatched"
-        method, status = metrics.method_label(req.method), response.status_code
-        key = (endpoint, method, status)
-        child = counted.get(key)
-        if child is None:
-            child = counted[key] = metrics.REQUESTS.labels(endpoint, method, str(status))
-        child.inc()
-        observer = timed.get(endpoint)
-        if observer is None:
-            observer = timed[endpoint] = metrics.LATENCY.labels(endpoint)
-        observer.observe(duration)
-        access_log.info(
-            "request",
-            extra={
-                "method": req.method,
-                "path": req.path,
-                "status": status,
-                "duration_ms": round(duration * 1000, 3),
-                "remote_addr": req.remote_addr,
-            },
+        accounting.record(
+            endpoint, req.method, req.path, response.status_code, now - getattr(ctx, "started", now), req.remote_addr
         )
         return response

@@ -9,6 +9,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from sso import errors, ratelimit
 from sso.cookies import sso_cookie
+from sso.grants import GrantService
 from sso.http import (
     apply_cors,
     authenticate_service,
@@ -24,6 +25,7 @@ from sso.http import (
     use_schema,
 )
 from sso.schemas import TokenInputSchema, TokenSchema
+from sso.tokens import TokenService
 
 bp = Blueprint("oauth", __name__)
 BROWSER_ENDPOINTS = frozenset({"oauth.token", "oauth.userinfo", "oauth.revoke"})
@@ -53,9 +55,15 @@ def authorize() -> BaseResponse:
 @rate_limited(ratelimit.TOKEN)
 @use_schema(TokenSchema, location="form")
 def token(data: dict[str, Any]) -> Response:
-    issued = services().grants.token(data)
-    note_user(issued.user_id)
-    return no_store(jsonify(issued.to_json()))
+    body, user_id = issuance(services().grants, data)
+    note_user(user_id)
+    return no_store(jsonify(body))
+
+
+def issuance(grants: GrantService, data: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The answer to /token and its user, for the view and sso/fastpath.py."""
+    issued = grants.token(data)
+    return issued.to_json(), issued.user_id
 
 
 def _bearer_token() -> str:
@@ -76,7 +84,13 @@ def userinfo() -> Response:
 @require_service
 @use_schema(TokenInputSchema, location="form")
 def introspect(data: dict[str, Any]) -> Response:
-    return no_store(jsonify(services().tokens.introspect(data["token"], data["token_type_hint"])))
+    body, _ = introspection(services().tokens, data)
+    return no_store(jsonify(body))
+
+
+def introspection(tokens: TokenService, data: dict[str, Any]) -> tuple[dict[str, Any], None]:
+    """The answer to /introspect (no user noted), for the view and sso/fastpath.py."""
+    return tokens.introspect(data["token"], data["token_type_hint"]), None
 
 
 @bp.post("/revoke")

@@ -17,6 +17,7 @@ from sso.schemas import (
     UserIdSchema,
     ValidateSessionSchema,
 )
+from sso.sessions import SessionService
 
 
 def _caller() -> str:
@@ -51,17 +52,24 @@ def create(data: dict[str, Any]) -> tuple[Response, int]:
     return no_store(jsonify(body)), 201
 
 
+def validation(sessions: SessionService, data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The answer to /session/validate and its user, for the view and sso/fastpath.py."""
+    session = sessions.validate(data["token_hash"])
+    if session is None:
+        return {"valid": False}, None
+    return {"valid": True, "session": session.to_json()}, session.user_id
+
+
 @bp.post("/validate")
 @require_service
 @use_schema(ValidateSessionSchema)
 def validate(data: dict[str, Any]) -> Response:
     """Not rate limited: ``valid: false`` is an honest answer for a logged-out user, and the hashes
     of anonymous visitors' tokens pass through the calling API instance (README, Rate limits)."""
-    session = services().sessions.validate(data["token_hash"])
-    if session is None:
-        return no_store(jsonify(valid=False))
-    note_user(session.user_id)
-    return no_store(jsonify(valid=True, session=session.to_json()))
+    body, user_id = validation(services().sessions, data)
+    if user_id is not None:
+        note_user(user_id)
+    return no_store(jsonify(body))
 
 
 @bp.get("/list/<user_id>")

@@ -1,0 +1,382 @@
+"""/session/validate and /introspect are answered before Flask when the call is plain (sso/fastpath.py).
+
+The answer must be exactly what the Flask view gives, the same access-log line and
+metrics must be written, and everything that is not a plain success must reach the
+view with its body intact, so that refusals keep their one implementation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from flask import Flask
+from prometheus_client import REGISTRY
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from sso.fastpath import FastPath
+from sso.views import oauth
+from tests.conftest import OTHER_SECRET, REDIRECT_URI, SERVICE_SECRET, VERIFIER
+from tests.test_operations import log_lines  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.topologies
+
+HEADERS = {"Authorization": f"Service {SERVICE_SECRET}", "X-Request-ID": "same-id"}
+FORM = "application/x-www-form-urlencoded"
+
+
+def _fast_path(app: Flask) -> FastPath:
+    layer = app.wsgi_app
+    while not isinstance(layer, FastPath):
+        layer = layer.app  # type: ignore[attr-defined]
+    return layer
+
+
+class _Counting:
+    """Wraps the Flask side of the fast path and counts the requests that reach it."""
+
+    def __init__(self, fast: FastPath) -> None:
+        self.inner, self.calls, self.fast = fast.app, 0, fast
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        self.calls += 1
+        return self.inner(environ, start_response)
+
+    def __enter__(self) -> _Counting:
+        self.fast.app = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fast.app = self.inner
+
+
+def _through_flask(app: Flask, call: Any) -> Any:
+    """The same request answered by the Flask view, with the fast path skipped."""
+    fast = _fast_path(app)
+    routes, fast.routes = fast.routes, {}
+    try:
+        return call()
+    finally:
+        fast.routes = routes
+
+
+def _validate(client, body: Any, headers: dict[str, str] = HEADERS, **kwargs: Any):
+    return client.post("/session/validate", json=body, headers=headers, **kwargs)
+
+
+def _introspect(client, data: Any, headers: dict[str, str] = HEADERS, **kwargs: Any):
+    return client.post("/introspect", data=data, headers=headers, **kwargs)
+
+
+def _same(fast, slow) -> None:
+    assert fast.status_code == slow.status_code
+    assert fast.data == slow.data
+    for name in ("Content-Type", "Content-Length", "Cache-Control", "Pragma", "X-Request-ID"):
+        assert fast.headers.get(name) == slow.headers.get(name), name
+    assert sorted(k for k, _ in fast.headers) == sorted(k for k, _ in slow.headers)
+
+
+def test_validate_answers_as_the_view_does(app, client, api):
+    session = api.create("42", claims={"name": "Ada Lovelace", "locale": "ü"})
+    with _Counting(_fast_path(app)) as flask_side:
+        fast = _validate(client, {"token_hash": session["session_id_hash"]})
+        missing = _validate(client, {"token_hash": "A" * 43})
+    assert flask_side.calls == 0
+    assert fast.status_code == 200 and fast.get_json()["valid"] is True
+    assert fast.get_json()["session"]["user_id"] == "42"
+    assert missing.get_json() == {"valid": False}
+    _same(fast, _through_flask(app, lambda: _validate(client, {"token_hash": session["session_id_hash"]})))
+    _same(missing, _through_flask(app, lambda: _validate(client, {"token_hash": "A" * 43})))
+
+
+def test_introspect_answers_as_the_view_does(app, client, oauth):
+    oauth.login("42")
+    tokens = oauth.tokens()
+    with _Counting(_fast_path(app)) as flask_side:
+        access = _introspect(client, {"token": tokens["access_token"]})
+        refresh = _introspect(client, {"token": tokens["refresh_token"], "token_type_hint": "refresh_token"})
+        junk = _introspect(client, {"token": "not-a-token", "client_id": "ignored"})
+    assert flask_side.calls == 0
+    assert access.get_json()["active"] is True and access.get_json()["sub"] == "42"
+    assert refresh.get_json()["active"] is True and refresh.get_json()["token_type"] == "refresh_token"
+    assert junk.get_json() == {"active": False}
+    _same(access, _through_flask(app, lambda: _introspect(client, {"token": tokens["access_token"]})))
+    _same(junk, _through_flask(app, lambda: _introspect(client, {"token": "not-a-token", "client_id": "ignored"})))
+
+
+def test_the_rotated_service_secret_is_accepted_too(app, client, api):
+    session = api.create("42")
+    with _Counting(_fast_path(app)) as flask_side:
+        response = _validate(client, {"token_hash": session["session_id_hash"]},
+                             headers={"Authorization": f"service {OTHER_SECRET}"})  # fmt: skip
+    assert flask_side.calls == 0 and response.get_json()["valid"] is True
+
+
+REFUSED_VALIDATE = [
+    ({"Authorization": "Service wrong", "X-Request-ID": "same-id"}, {"token_hash": "A" * 43}, {}, 401),
+    ({"X-Request-ID": "same-id"}, {"token_hash": "A" * 43}, {}, 401),
+    ({"Authorization": f"Bearer {SERVICE_SECRET}", "X-Request-ID": "same-id"}, {"token_hash": "A" * 43}, {}, 401),
+    (HEADERS, {"token_hash": "short"}, {}, 400),
+    (HEADERS, {"token_hash": "A" * 43, "extra": 1}, {}, 400),
+    (HEADERS, ["A" * 43], {}, 400),
+    (HEADERS, None, {"data": b"{not json", "content_type": "application/json"}, 400),
+    (HEADERS, None, {"data": json.dumps({"token_hash": "A" * 43}), "content_type": "text/plain"}, 415),
+    (HEADERS, None, {"data": b"[" * 5000 + b"]" * 5000, "content_type": "application/json"}, 400),
+]
+
+
+@pytest.mark.parametrize(("headers", "body", "kwargs", "status"), REFUSED_VALIDATE)
+def test_refused_validations_reach_the_view_with_their_body(app, client, headers, body, kwargs, status):
+    call = (lambda: client.post("/session/validate", headers=headers, **kwargs)) if body is None else (
+        lambda: _validate(client, body, headers=headers))  # fmt: skip
+    with _Counting(_fast_path(app)) as flask_side:
+        response = call()
+    assert flask_side.calls == 1
+    assert response.status_code == status and "error" in response.get_json()
+    assert response.headers["Content-Type"] == "application/json"
+    _same(response, _through_flask(app, call))
+
+
+REFUSED_INTROSPECT = [
+    ({"token": "a", "token_type_hint": "id_token"}, 400, "unsupported_token_type"),  # raised by the service
+    ("token=a&token=b", 400, "invalid_request"),  # repeated
+    ({"token": ""}, 400, "invalid_request"),
+    ("", 400, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize(("data", "status", "error"), REFUSED_INTROSPECT)
+def test_refused_introspections_get_the_views_answer(app, client, data, status, error):
+    kwargs = {"content_type": FORM} if isinstance(data, str) else {}
+    fast = _introspect(client, data, **kwargs)
+    assert fast.status_code == status and fast.get_json()["error"] == error
+    _same(fast, _through_flask(app, lambda: _introspect(client, data, **kwargs)))
+
+
+def test_percent_escapes_are_decoded_as_werkzeug_does_and_bad_utf8_goes_to_the_view(app, client, oauth):
+    oauth.login("42")
+    token = oauth.tokens()["access_token"]
+    escaped = "token=" + "".join(f"%{b:02X}" for b in token.encode())
+    invalid = b"token=caf\xe9"  # Latin-1, not UTF-8
+    with _Counting(_fast_path(app)) as flask_side:
+        response = _introspect(client, escaped, content_type=FORM)
+        latin = _introspect(client, invalid, content_type=FORM)
+        odd = _introspect(client, "token=%FF%FE", content_type=FORM)  # escapes of bytes that are not UTF-8
+    assert flask_side.calls == 1  # only the undecodable body
+    assert response.get_json()["active"] is True and response.get_json()["sub"] == "42"
+    assert latin.status_code == 400 and latin.get_json()["error"] == "invalid_request"
+    _same(latin, _through_flask(app, lambda: _introspect(client, invalid, content_type=FORM)))
+    _same(odd, _through_flask(app, lambda: _introspect(client, "token=%FF%FE", content_type=FORM)))
+    assert odd.get_json() == {"active": False}
+
+
+APP = {"Origin": "http://app.test", "X-Request-ID": "same-id"}
+
+
+def _headers_alike(fast, slow) -> None:
+    """Two token responses: the same headers but for Content-Length (the tokens differ)."""
+    assert fast.status_code == slow.status_code == 200
+    assert sorted(k for k, _ in fast.headers) == sorted(k for k, _ in slow.headers)
+    for name, value in slow.headers:
+        if name != "Content-Length":
+            assert fast.headers[name] == value, name
+    assert list(fast.get_json()) == list(slow.get_json())
+
+
+def test_code_exchange_and_refresh_answer_as_the_view_does(app, client, oauth):
+    """The form's redirect_uri arrives percent-encoded, as a browser sends it; CORS as the view sets it."""
+    oauth.login("42")
+    with _Counting(_fast_path(app)) as flask_side:
+        code = oauth.code()
+        exchanged = client.post("/token", data=_code_form(code), headers=APP)
+        refreshed = client.post("/token", data=_refresh_form(exchanged.get_json()["refresh_token"]), headers=APP)
+        stranger = client.post("/token", data=_refresh_form(refreshed.get_json()["refresh_token"]),
+                               headers={"Origin": "http://evil.test"})  # fmt: skip
+    assert flask_side.calls == 1  # the GET /authorize
+    assert exchanged.get_json()["id_token"] and refreshed.get_json()["access_token"]
+    assert refreshed.headers["Access-Control-Allow-Origin"] == "http://app.test"
+    assert stranger.status_code == 200 and "Access-Control-Allow-Origin" not in stranger.headers
+    assert stranger.headers["Vary"] == "Origin"
+    code = oauth.code()
+    slow_exchange = _through_flask(app, lambda: client.post("/token", data=_code_form(code), headers=APP))
+    _headers_alike(exchanged, slow_exchange)
+    slow_refresh = _through_flask(app, lambda: client.post(
+        "/token", data=_refresh_form(slow_exchange.get_json()["refresh_token"]), headers=APP))  # fmt: skip
+    _headers_alike(refreshed, slow_refresh)
+
+
+def _code_form(code: str) -> dict[str, str]:
+    return {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+            "code_verifier": VERIFIER, "client_id": "fluxer"}  # fmt: skip
+
+
+def _refresh_form(token: str) -> dict[str, str]:
+    return {"grant_type": "refresh_token", "refresh_token": token, "client_id": "fluxer"}
+
+
+def test_a_failed_grant_is_raised_by_the_view_once_counted_and_answered_with_cors(app, client, oauth, services):
+    """A reused refresh token: one grant call (the reuse revokes the family), Flask's invalid_grant with CORS."""
+    oauth.login("42")
+    first = oauth.tokens()["refresh_token"]
+    second = client.post("/token", data=_refresh_form(first)).get_json()["refresh_token"]
+    calls = []
+    real = services.grants.token
+
+    def counting(data: dict[str, Any]) -> Any:
+        calls.append(data["grant_type"])
+        return real(data)
+
+    services.grants.token = counting
+    try:
+        with _Counting(_fast_path(app)) as flask_side:
+            reused = client.post("/token", data=_refresh_form(first), headers=APP)
+    finally:
+        del services.grants.token
+    assert calls == ["refresh_token"] and flask_side.calls == 1
+    assert reused.status_code == 400 and reused.get_json()["error"] == "invalid_grant"
+    assert reused.headers["Access-Control-Allow-Origin"] == "http://app.test"
+    assert reused.headers["X-Request-ID"] == "same-id" and reused.headers["Cache-Control"] == "no-store"
+    assert client.post("/token", data=_refresh_form(second)).get_json()["error"] == "invalid_grant"  # revoked
+
+
+def test_json_media_type_parameters_and_case_are_the_views_rules(app, client, api):
+    session = api.create("42")
+    body = json.dumps({"token_hash": session["session_id_hash"]})
+    with _Counting(_fast_path(app)) as flask_side:
+        response = client.post("/session/validate", data=body, headers=HEADERS,
+                               content_type="Application/JSON; charset=utf-8")  # fmt: skip
+    assert flask_side.calls == 0 and response.get_json()["valid"] is True
+
+
+def test_oversized_and_chunked_bodies_reach_the_view(app, client):
+    with _Counting(_fast_path(app)) as flask_side:
+        big = client.post("/introspect", data="token=" + "a" * 70_000, headers=HEADERS, content_type=FORM)
+        chunked = client.post("/session/validate", data=b'{"token_hash": "x"}', content_type="application/json",
+                              headers={**HEADERS, "Transfer-Encoding": "chunked"})  # fmt: skip
+    assert flask_side.calls == 2
+    assert big.status_code == 413 and big.get_json()["error"] == "invalid_request"
+    assert chunked.status_code == 400
+
+
+def test_a_redis_failure_in_the_service_call_is_rendered_once_by_flask(app, client, services, monkeypatch):
+    """The exception is handed over, not retried: one Redis attempt, Flask's 503."""
+    calls = []
+
+    def failing(sid: str) -> Any:
+        calls.append(sid)
+        raise RedisConnectionError("down")
+
+    monkeypatch.setattr(services.sessions, "find", failing)
+    response = _validate(client, {"token_hash": "A" * 43})
+    assert response.status_code == 503 and response.get_json()["error"] == "temporarily_unavailable"
+    assert response.headers["X-Request-ID"] == "same-id" and response.headers["Cache-Control"] == "no-store"
+    assert calls == ["A" * 43]
+
+
+def test_other_methods_and_near_paths_reach_flask(app, client):
+    with _Counting(_fast_path(app)) as flask_side:
+        get = client.get("/introspect", headers=HEADERS)
+        slash = client.post("/session/validate/", json={"token_hash": "A" * 43}, headers=HEADERS)
+    assert flask_side.calls == 2
+    assert get.status_code == 405 and get.get_json()["error"] == "method_not_allowed"
+    assert slash.status_code in (308, 404)
+
+
+def _count(endpoint: str, status: str) -> float:
+    labels = {"endpoint": endpoint, "method": "POST", "status": status}
+    return REGISTRY.get_sample_value("sso_http_requests_total", labels) or 0.0
+
+
+def test_access_log_line_and_metrics_are_the_views(app, client, api, log_lines):  # noqa: F811
+    session = api.create("777")
+    before = _count("/session/validate", "200"), _count("/introspect", "200")
+    _validate(client, {"token_hash": session["session_id_hash"]})
+    _through_flask(app, lambda: _validate(client, {"token_hash": session["session_id_hash"]}))
+    _introspect(client, {"token": "junk"})
+    assert _count("/session/validate", "200") == before[0] + 2
+    assert _count("/introspect", "200") == before[1] + 1
+    lines = [line for line in log_lines() if line["logger"] == "sso.access" and line["path"] != "/session/create"]
+    fast, slow, introspected = lines
+    for line in (fast, slow):
+        line.pop("ts"), line.pop("duration_ms")
+    assert fast == slow
+    assert list(fast) == list(slow)  # the same fields in the same order
+    assert fast["user_id"] == "777" and fast["request_id"] == "same-id" and fast["status"] == 200
+    assert introspected["path"] == "/introspect" and "user_id" not in introspected
+    assert SERVICE_SECRET not in json.dumps(lines) and "junk" not in json.dumps(lines)
+
+
+@pytest.mark.parametrize("content_type", ["application/json\xa0", "\x85application/json", "application/json\x0b"])
+def test_only_werkzeugs_whitespace_is_trimmed_from_the_media_type(app, client, api, content_type):
+    """Werkzeug strips spaces and tabs only: other whitespace makes it another type, answered 415 by the view."""
+    body = json.dumps({"token_hash": api.create("42")["session_id_hash"]})
+
+    def call() -> Any:
+        return client.post("/session/validate", data=body, headers={**HEADERS, "Content-Type": content_type})
+
+    with _Counting(_fast_path(app)) as flask_side:
+        response = call()
+    assert flask_side.calls == 1 and response.status_code == 415
+    _same(response, _through_flask(app, call))
+
+
+@pytest.mark.parametrize(
+    "length", ["\xb2", "0" * 5000 + "5", "-1", "99"], ids=["superscript", "long", "minus", "short"]
+)
+def test_malformed_or_short_content_lengths_get_the_views_answer(app, client, length):
+    """Werkzeug reads a malformed Content-Length as 0; a body shorter than its length is the view's to judge."""
+
+    def call() -> Any:
+        return client.post("/session/validate", data=json.dumps({"token_hash": "A" * 43}), headers=HEADERS,
+                           content_type="application/json", environ_overrides={"CONTENT_LENGTH": length})  # fmt: skip
+
+    response = call()
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_request"
+    _same(response, _through_flask(app, call))
+
+
+def test_in_debug_mode_flask_answers_with_its_indented_json(app, client, api):
+    sid = api.create("42")["session_id_hash"]
+    app.debug = True
+    try:
+        with _Counting(_fast_path(app)) as flask_side:
+            response = _validate(client, {"token_hash": sid})
+    finally:
+        app.debug = False
+    assert flask_side.calls == 1 and b'\n  "session"' in response.data
+
+
+DECORATORS = {"require_service", "use_schema", "rate_limited"}
+
+
+def _decorators(view: Any) -> tuple[set[str], Any]:
+    """The sso.http decorators around a view function, and the schema its use_schema loads."""
+    names, schema = set(), None
+    while hasattr(view, "__wrapped__"):
+        name = view.__code__.co_qualname.split(".")[0]  # wraps() copies __qualname__, not the code
+        names.add(name)
+        if name == "use_schema":
+            schema = next(c.cell_contents for c in view.__closure__ if hasattr(c.cell_contents, "load"))
+        view = view.__wrapped__
+    return names & DECORATORS, schema
+
+
+def test_each_fast_route_stands_for_its_view(app):
+    """A view that gains a decorator (a check, a limit) must be looked at again here: the fast path skips it."""
+    expected = {
+        "/session/validate": {"require_service", "use_schema"},
+        "/introspect": {"require_service", "use_schema"},
+        "/token": {"rate_limited", "use_schema"},
+    }
+    fast = _fast_path(app)
+    assert set(fast.routes) == set(expected)
+    for rule in app.url_map.iter_rules():
+        route = fast.routes.get(rule.rule)
+        if route is None or "POST" not in rule.methods:
+            continue
+        decorators, schema = _decorators(app.view_functions[rule.endpoint])
+        assert decorators == expected[rule.rule], rule.rule
+        assert type(schema) is type(route.schema), rule.rule
+        assert route.service == ("require_service" in decorators), rule.rule
+        assert (route.cors_origins is not None) == (rule.endpoint in oauth.BROWSER_ENDPOINTS), rule.rule
