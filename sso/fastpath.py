@@ -23,7 +23,8 @@ then treat it as their own.
 What a client sees is what the views answer (tests/test_fastpath.py compares
 both byte for byte): the same JSON, Cache-Control, Pragma, CORS headers and
 X-Request-ID; the same access-log line and the same metrics
-(``sso.http.RequestAccounting``).
+(``sso.accounting.RequestAccounting``); the lines the service call writes
+carry the request id (``sso.logs.outside_flask_request_id``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from sso.http import (
     secret_matches,
     service_secret,
 )
+from sso.logs import outside_flask_request_id
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Answer = Callable[[dict[str, Any]], tuple[dict[str, Any], str | None]]
@@ -91,13 +93,14 @@ class FastPath:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         route = self.routes.get(environ.get("PATH_INFO", ""))
-        if route is None or environ.get("REQUEST_METHOD") != "POST" or self.flask.debug:  # debug: indented JSON
+        if route is None or environ.get("REQUEST_METHOD") != "POST" or self._indented_json():
             return self.app(environ, start_response)
         started = time.perf_counter()
         length = get_content_length(environ)  # Werkzeug's reading: None when chunked, 0 when malformed
+        limit = self.flask.config["MAX_CONTENT_LENGTH"]
         if (
             length is None
-            or length > self.flask.config["MAX_CONTENT_LENGTH"]
+            or (limit is not None and length > limit)
             or parse_options_header(environ.get("CONTENT_TYPE", ""))[0].lower() != route.media_type  # its mimetype
             or (route.service and not self._authenticated(environ))
         ):
@@ -110,15 +113,18 @@ class FastPath:
         data = self._load(route, body) if len(body) == length else None
         if data is None:
             return self.app(environ, start_response)
+        rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
+        marked = outside_flask_request_id.set(rid)  # for what the service call logs
         try:
             answer, user_id = route.answer(data)
             payload = f"{self.flask.json.dumps(answer, separators=(',', ':'))}\n".encode()
         except Exception as exc:  # noqa: BLE001 - raised by the view instead (sso.http.use_schema)
             environ[RAISED] = exc
             return self.app(environ, start_response)
-        rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
+        finally:
+            outside_flask_request_id.reset(marked)
         headers = [
-            ("Content-Type", JSON),
+            ("Content-Type", self.flask.json.mimetype),  # type: ignore[attr-defined]
             ("Content-Length", str(len(payload))),
             ("Cache-Control", "no-store"),
             ("Pragma", "no-cache"),
@@ -139,6 +145,11 @@ class FastPath:
             user_id=user_id,
         )
         return [payload]
+
+    def _indented_json(self) -> bool:
+        """Whether jsonify would indent (debug mode, or compact switched off): then Flask answers."""
+        compact = getattr(self.flask.json, "compact", None)
+        return compact is False or (compact is None and self.flask.debug)
 
     def _authenticated(self, environ: dict[str, Any]) -> bool:
         return secret_matches(service_secret(environ.get("HTTP_AUTHORIZATION", "")), self.secrets)

@@ -118,11 +118,10 @@ def use_schema(schema_cls: type[Schema], location: str = "json") -> Callable[[F]
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            data = load_input(schema, location)
             raised = request.environ.pop(RAISED, None)
             if raised is not None:  # sso/fastpath.py made this view's service call, and it raised
                 raise raised
-            return view(*args, data=data, **kwargs)
+            return view(*args, data=load_input(schema, location), **kwargs)
 
         return cast(F, wrapper)
 

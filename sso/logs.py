@@ -11,12 +11,18 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from flask import g, has_request_context
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))  # json.dumps would build one per line
+
+
+# The request id of a request answered without a Flask request context (sso/fastpath.py), for the
+# lines its service call writes; per greenlet, like every context variable under gevent.
+outside_flask_request_id: ContextVar[str | None] = ContextVar("outside_flask_request_id", default=None)
 
 
 class RequestContextFilter(logging.Filter):
@@ -27,6 +33,8 @@ class RequestContextFilter(logging.Filter):
             record.request_id = getattr(g, "request_id", None)
             if getattr(g, "user_id", None) and not hasattr(record, "user_id"):
                 record.user_id = g.user_id
+        elif (rid := outside_flask_request_id.get()) is not None and not hasattr(record, "request_id"):
+            record.request_id = rid
         return True
 
 

@@ -181,7 +181,10 @@ def _headers_alike(fast, slow) -> None:
     for name, value in slow.headers:
         if name != "Content-Length":
             assert fast.headers[name] == value, name
-    assert list(fast.get_json()) == list(slow.get_json())
+    fast_body, slow_body = fast.get_json(), slow.get_json()
+    assert list(fast_body) == list(slow_body)
+    for name in ("token_type", "expires_in", "scope"):
+        assert fast_body[name] == slow_body[name], name
 
 
 def test_code_exchange_and_refresh_answer_as_the_view_does(app, client, oauth):
@@ -215,7 +218,7 @@ def _refresh_form(token: str) -> dict[str, str]:
     return {"grant_type": "refresh_token", "refresh_token": token, "client_id": "fluxer"}
 
 
-def test_a_failed_grant_is_raised_by_the_view_once_counted_and_answered_with_cors(app, client, oauth, services):
+def test_a_failed_grant_is_raised_by_the_view_once_and_answered_with_cors(app, client, oauth, services):
     """A reused refresh token: one grant call (the reuse revokes the family), Flask's invalid_grant with CORS."""
     oauth.login("42")
     first = oauth.tokens()["refresh_token"]
@@ -238,6 +241,20 @@ def test_a_failed_grant_is_raised_by_the_view_once_counted_and_answered_with_cor
     assert reused.headers["Access-Control-Allow-Origin"] == "http://app.test"
     assert reused.headers["X-Request-ID"] == "same-id" and reused.headers["Cache-Control"] == "no-store"
     assert client.post("/token", data=_refresh_form(second)).get_json()["error"] == "invalid_grant"  # revoked
+
+
+def test_lines_the_service_call_writes_carry_the_request_id(client, oauth, log_lines):  # noqa: F811
+    """The reuse warning is written inside the grant, before Flask has a request context."""
+    oauth.login("42")
+    first = oauth.tokens()["refresh_token"]
+    client.post("/token", data=_refresh_form(first))
+    client.post("/token", data=_refresh_form(first), headers={"X-Request-ID": "the-reuse"})
+    (warning,) = [line for line in log_lines() if "reuse detected" in line["event"]]
+    assert warning["request_id"] == "the-reuse" and warning["level"] == "warning"
+    later = client.post("/session/validate", json={"token_hash": "A" * 43}, headers={"Authorization": "x"})
+    assert later.status_code == 401
+    last = log_lines()[-1]
+    assert last["status"] == 401 and last["request_id"] != "the-reuse"  # not left behind
 
 
 def test_json_media_type_parameters_and_case_are_the_views_rules(app, client, api):
@@ -286,6 +303,21 @@ def test_other_methods_and_near_paths_reach_flask(app, client):
 def _count(endpoint: str, status: str) -> float:
     labels = {"endpoint": endpoint, "method": "POST", "status": status}
     return REGISTRY.get_sample_value("sso_http_requests_total", labels) or 0.0
+
+
+def test_token_access_log_line_names_the_user_as_the_views_does(app, client, oauth, log_lines):  # noqa: F811
+    oauth.login("555")
+    refresh = oauth.tokens()["refresh_token"]
+    fast = client.post("/token", data=_refresh_form(refresh), headers=APP)
+    _through_flask(app, lambda: client.post("/token", data=_refresh_form(fast.get_json()["refresh_token"]),
+                                            headers=APP))  # fmt: skip
+    fast_line, slow_line = [
+        line for line in log_lines() if line["logger"] == "sso.access" and line["path"] == "/token"
+    ][-2:]
+    for line in (fast_line, slow_line):
+        line.pop("ts"), line.pop("duration_ms")
+    assert fast_line == slow_line and list(fast_line) == list(slow_line)
+    assert fast_line["user_id"] == "555" and fast_line["status"] == 200
 
 
 def test_access_log_line_and_metrics_are_the_views(app, client, api, log_lines):  # noqa: F811
@@ -347,28 +379,33 @@ def test_in_debug_mode_flask_answers_with_its_indented_json(app, client, api):
     assert flask_side.calls == 1 and b'\n  "session"' in response.data
 
 
-DECORATORS = {"require_service", "use_schema", "rate_limited"}
-
-
-def _decorators(view: Any) -> tuple[set[str], Any]:
-    """The sso.http decorators around a view function, and the schema its use_schema loads."""
-    names, schema = set(), None
+def _decorators(view: Any) -> tuple[list[str], Any]:
+    """Every decorator around a view function, outermost first, and the schema its use_schema loads."""
+    names, schema = [], None
     while hasattr(view, "__wrapped__"):
         name = view.__code__.co_qualname.split(".")[0]  # wraps() copies __qualname__, not the code
-        names.add(name)
+        names.append(name)
         if name == "use_schema":
             schema = next(c.cell_contents for c in view.__closure__ if hasattr(c.cell_contents, "load"))
         view = view.__wrapped__
-    return names & DECORATORS, schema
+    return names, schema
+
+
+def _hooks(funcs: dict[Any, list[Any]]) -> dict[Any, list[str]]:
+    return {scope: [f.__qualname__ for f in hooks] for scope, hooks in funcs.items() if hooks}
 
 
 def test_each_fast_route_stands_for_its_view(app):
     """A view that gains a decorator (a check, a limit) must be looked at again here: the fast path skips it."""
     expected = {
-        "/session/validate": {"require_service", "use_schema"},
-        "/introspect": {"require_service", "use_schema"},
-        "/token": {"rate_limited", "use_schema"},
+        "/session/validate": ["require_service", "use_schema"],
+        "/introspect": ["require_service", "use_schema"],
+        "/token": ["rate_limited", "use_schema"],
     }
+    # what the fast path does in place of the hooks: the request id, the accounting, oauth's CORS
+    assert _hooks(app.before_request_funcs) == {None: ["register_request_hooks.<locals>.start_request"]}
+    assert _hooks(app.after_request_funcs) == {
+        None: ["register_request_hooks.<locals>.finish_request"], "browser": ["_cors"], "oauth": ["_cors"]}  # fmt: skip
     fast = _fast_path(app)
     assert set(fast.routes) == set(expected)
     for rule in app.url_map.iter_rules():
