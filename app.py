@@ -165,5 +165,5 @@ def create_app(
         n = trusted_proxies
         flask_app = ProxyFix(flask_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[assignment]
     # outermost: the public documents are answered before ProxyFix and Flask (sso/precomputed.py)
-    app.wsgi_app = PrecomputedResponses(flask_app, services.documents)  # type: ignore[method-assign]
+    app.wsgi_app = PrecomputedResponses(flask_app, services.documents, accounting)  # type: ignore[method-assign]
     return app

@@ -1,7 +1,7 @@
 """What every answered request leaves behind: one access-log line and the two request metrics.
 
-Shared by the Flask hooks (sso/http.py) and sso/fastpath.py, so both paths
-write the same line and count the same series.
+Shared by the Flask hooks (sso/http.py), sso/fastpath.py and sso/precomputed.py
+(metrics only), so every path writes the same line and counts the same series.
 """
 
 from __future__ import annotations
@@ -35,15 +35,7 @@ class RequestAccounting:
         **ids: str | None,
     ) -> None:
         """``ids``: request_id and user_id where no request context adds them (RequestContextFilter)."""
-        key = (endpoint, metrics.method_label(method), status)
-        child = self._counted.get(key)
-        if child is None:
-            child = self._counted[key] = metrics.REQUESTS.labels(key[0], key[1], str(status))
-        child.inc()
-        observer = self._timed.get(endpoint)
-        if observer is None:
-            observer = self._timed[endpoint] = metrics.LATENCY.labels(endpoint)
-        observer.observe(duration)
+        self.count(endpoint, method, status, duration)
         access_log.info(
             "request",
             extra={
@@ -55,3 +47,15 @@ class RequestAccounting:
                 **ids,
             },
         )
+
+    def count(self, endpoint: str, method: str, status: int, duration: float) -> None:
+        """The two request metrics alone (sso/precomputed.py's answers write no log line)."""
+        key = (endpoint, metrics.method_label(method), status)
+        child = self._counted.get(key)
+        if child is None:
+            child = self._counted[key] = metrics.REQUESTS.labels(key[0], key[1], str(status))
+        child.inc()
+        observer = self._timed.get(endpoint)
+        if observer is None:
+            observer = self._timed[endpoint] = metrics.LATENCY.labels(endpoint)
+        observer.observe(duration)

@@ -43,18 +43,19 @@ from marshmallow import Schema, ValidationError
 from werkzeug.http import parse_options_header
 from werkzeug.wsgi import get_content_length
 
+from sso import errors
 from sso.accounting import RequestAccounting
 from sso.http import (
     RAISED,
+    WSGIApp,
     cors_headers,
     known_parameters,
     request_id,
-    secret_matches,
-    service_secret,
+    service_authenticated,
+    single_values,
 )
 from sso.logs import outside_flask_request_id
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Answer = Callable[[dict[str, Any]], tuple[dict[str, Any], str | None]]
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -87,7 +88,8 @@ class FastPath:
         self.app = app
         self.routes = {route.rule: route for route in routes}
         self.known = {route.rule: known_parameters(route.schema) for route in self.routes.values()}
-        self.flask = flask  # its body limit, its JSON provider (jsonify's bytes) and its debug flag
+        self.flask = flask  # its JSON provider (jsonify's bytes) and its debug flag
+        self.max_body: int | None = flask.config["MAX_CONTENT_LENGTH"]
         self.secrets = secrets
         self.accounting = accounting
 
@@ -97,10 +99,9 @@ class FastPath:
             return self.app(environ, start_response)
         started = time.perf_counter()
         length = get_content_length(environ)  # Werkzeug's reading: None when chunked, 0 when malformed
-        limit = self.flask.config["MAX_CONTENT_LENGTH"]
         if (
             length is None
-            or (limit is not None and length > limit)
+            or (self.max_body is not None and length > self.max_body)
             or parse_options_header(environ.get("CONTENT_TYPE", ""))[0].lower() != route.media_type  # its mimetype
             or (route.service and not self._authenticated(environ))
         ):
@@ -152,7 +153,7 @@ class FastPath:
         return compact is False or (compact is None and self.flask.debug)
 
     def _authenticated(self, environ: dict[str, Any]) -> bool:
-        return secret_matches(service_secret(environ.get("HTTP_AUTHORIZATION", "")), self.secrets)
+        return service_authenticated(environ.get("HTTP_AUTHORIZATION", ""), self.secrets)
 
     def _load(self, route: Route, body: bytes) -> dict[str, Any] | None:
         """The schema's data, or None for anything the view should answer (or parse) itself."""
@@ -167,13 +168,10 @@ class FastPath:
                 pairs = parse_qsl(body.decode(), keep_blank_values=True, errors="werkzeug.url_quote")
             except UnicodeDecodeError:
                 return None
-            payload, known = {}, self.known[route.rule]
-            for key, value in pairs:
-                if known is not None and key not in known:
-                    continue
-                if key in payload:
-                    return None  # repeated: the view's invalid_request
-                payload[key] = value
+            try:
+                payload = single_values(pairs, self.known[route.rule])
+            except errors.InvalidRequest:  # repeated: the view's answer
+                return None
         if not isinstance(payload, dict):
             return None
         try:

@@ -32,6 +32,7 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 RAISED = "sso.raised"  # environ key: what the service call of sso/fastpath.py raised, for the view to raise
 
 F = TypeVar("F", bound=Callable[..., Any])
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]  # the layers before Flask
 R = TypeVar("R", bound=BaseResponse)
 
 _HTTP_ERRORS: dict[int, type[errors.SSOError]] = {
@@ -60,23 +61,24 @@ def known_parameters(schema: Schema) -> frozenset[str] | None:
     return frozenset(field.data_key or name for name, field in schema.fields.items())
 
 
-def _single_values(multi: Any, known: frozenset[str] | None) -> dict[str, str]:
+def single_values(pairs: Iterable[tuple[str, str]], known: frozenset[str] | None) -> dict[str, str]:
     """One value per parameter; a repeated one is invalid_request (RFC 6749 §3.1), unless it is
-    unrecognised, and therefore ignored altogether (the same section)."""
+    unrecognised, and therefore ignored altogether (the same section). For the views
+    (``load_input``) and sso/fastpath.py alike."""
     data: dict[str, str] = {}
-    for key in multi:
+    for key, value in pairs:
         if known is not None and key not in known:
             continue
-        values = multi.getlist(key)
-        if len(values) > 1:
+        if key in data:
             raise errors.InvalidRequest(f"{key}: parameter repeated")
-        if values:
-            data[key] = values[0]
+        data[key] = value
     return data
 
 
-def load_input(schema: Schema, location: str) -> dict[str, Any]:
-    """Parse and validate one input location; InvalidRequest names the field."""
+def load_input(schema: Schema, location: str, known: frozenset[str] | None) -> dict[str, Any]:
+    """Parse and validate one input location; InvalidRequest names the field.
+
+    ``known``: ``known_parameters(schema)``, computed once per view by ``use_schema``."""
     if location == "json":
         if not request.is_json:
             raise errors.UnsupportedMediaType("Content-Type must be application/json.")
@@ -89,15 +91,14 @@ def load_input(schema: Schema, location: str) -> dict[str, Any]:
     elif location == "form":
         if request.mimetype != "application/x-www-form-urlencoded":
             raise errors.UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded.")
-        payload = _single_values(request.form, known_parameters(schema))
+        payload = single_values(request.form.items(multi=True), known)
     elif location == "query":
-        payload = _single_values(request.args, known_parameters(schema))
+        payload = single_values(request.args.items(multi=True), known)
     elif location == "values":
         if request.method == "POST" and request.mimetype not in ("application/x-www-form-urlencoded", ""):
             raise errors.UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded.")
-        known = known_parameters(schema)
-        payload = _single_values(request.args, known)
-        for key, value in _single_values(request.form, known).items():
+        payload = single_values(request.args.items(multi=True), known)
+        for key, value in single_values(request.form.items(multi=True), known).items():
             if key in payload:
                 raise errors.InvalidRequest(f"{key}: parameter repeated")
             payload[key] = value
@@ -114,6 +115,7 @@ def load_input(schema: Schema, location: str) -> dict[str, Any]:
 def use_schema(schema_cls: type[Schema], location: str = "json") -> Callable[[F], F]:
     """Validate input with one schema and pass it to the view as ``data``."""
     schema = schema_cls()
+    known = known_parameters(schema)
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
@@ -121,7 +123,7 @@ def use_schema(schema_cls: type[Schema], location: str = "json") -> Callable[[F]
             raised = request.environ.pop(RAISED, None)
             if raised is not None:  # sso/fastpath.py made this view's service call, and it raised
                 raise raised
-            return view(*args, data=load_input(schema, location), **kwargs)
+            return view(*args, data=load_input(schema, location, known), **kwargs)
 
         return cast(F, wrapper)
 
@@ -139,19 +141,15 @@ def service_credentials() -> str | None:
     return service_secret(request.headers.get("Authorization", ""))
 
 
-def secret_matches(presented: str | None, secrets: Iterable[str]) -> bool:
-    """Whether a presented service secret is one of the configured ones."""
+def service_authenticated(authorization: str, secrets: Iterable[str]) -> bool:
+    """Whether an Authorization header value is ``Service <secret>`` with one configured secret."""
+    presented = service_secret(authorization)
     if not presented:
         return False
     matched = False
     for secret in secrets:  # compare against every secret: no early exit to time
         matched |= equals(presented, secret)
     return matched
-
-
-def service_authenticated(secrets: Iterable[str]) -> bool:
-    """Whether ``Authorization: Service <secret>`` matches one configured secret."""
-    return secret_matches(service_credentials(), secrets)
 
 
 def client_address() -> str | None:
@@ -167,7 +165,7 @@ def authenticate_service() -> None:
     failure is counted, and past the limit it is 429 instead of 401.
     """
     svc = services()
-    if not service_authenticated(svc.settings.service_secrets):
+    if not service_authenticated(request.headers.get("Authorization", ""), svc.settings.service_secrets):
         svc.limiter.failed(ratelimit.SERVICE_AUTH, client_address())
         raise errors.ServiceAuthRequired()
 

@@ -22,20 +22,19 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sso import metrics
-from sso.http import request_id
-
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+from sso.accounting import RequestAccounting
+from sso.http import WSGIApp, request_id
 
 
 class Document:
-    """One precomputed answer: its body, its headers without X-Request-ID, its metric children.
+    """One precomputed answer: its path, its body and its headers without X-Request-ID.
 
     The Flask views of these paths (sso/views/meta.py) answer from the same object."""
 
-    __slots__ = ("body", "headers", "counted", "timed")
+    __slots__ = ("path", "body", "headers")
 
     def __init__(self, path: str, body: bytes, cache_control: str) -> None:
+        self.path = path
         self.body = body
         self.headers = [
             ("Content-Type", "application/json"),
@@ -43,16 +42,15 @@ class Document:
             ("Cache-Control", cache_control),
             ("Access-Control-Allow-Origin", "*"),
         ]
-        self.counted = {m: metrics.REQUESTS.labels(path, m, "200") for m in ("GET", "HEAD")}
-        self.timed = metrics.LATENCY.labels(path)
 
 
 class PrecomputedResponses:
     """WSGI middleware: GET and HEAD of the given paths from bytes, everything else to ``app``."""
 
-    def __init__(self, app: WSGIApp, documents: dict[str, Document]) -> None:
+    def __init__(self, app: WSGIApp, documents: dict[str, Document], accounting: RequestAccounting) -> None:
         self.app = app
         self.documents = documents
+        self.accounting = accounting
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         document = self.documents.get(environ.get("PATH_INFO", ""))
@@ -63,6 +61,5 @@ class PrecomputedResponses:
         start_response(
             "200 OK", [*document.headers, ("X-Request-ID", request_id(environ.get("HTTP_X_REQUEST_ID", "")))]
         )
-        document.counted[method].inc()
-        document.timed.observe(time.perf_counter() - started)
+        self.accounting.count(document.path, method, 200, time.perf_counter() - started)
         return [document.body] if method == "GET" else []
