@@ -22,6 +22,7 @@ from sso.store.layout import (
     user_bucket,
 )
 from sso.store.scripts import LUA_DIR
+from sso.store.sessions import MAX_CHANGED_RETRIES
 
 pytestmark = pytest.mark.topologies
 
@@ -166,6 +167,26 @@ def test_invalidate_all_refuses_when_a_session_appeared_since_the_read(services,
     assert store.runner.run("invalidate", keys, ["42", "all", 1, a]) == ["changed"]
     assert redis.exists(store.keys.session(a), store.keys.session(b)) == 2
     assert sorted(store.invalidate_all("42", [])) == sorted([a, b])
+
+
+def test_invalidate_all_outlasts_a_login_storm(services, redis, clock, monkeypatch):
+    """A session created before every round: after the last one the call still answers, having ended
+    every session older than the call; only the one created during its last round remains."""
+    store, now = services.store, int(clock.now)
+    older = {create(store, "42", now)[0] for _ in range(3)}
+    real_end, during = store.sessions._end, []
+
+    def storm(user_id, mode, targets, kept):
+        if mode == "all":
+            during.append(create(store, "42", now)[0])  # created after the round read the index
+        return real_end(user_id, mode, targets, kept)
+
+    monkeypatch.setattr(store.sessions, "_end", storm)
+    ended = set(store.invalidate_all("42", []))
+    assert len(during) == MAX_CHANGED_RETRIES
+    assert older <= ended and ended == older | set(during[:-1])
+    assert redis.zrange(store.keys.index("42"), 0, -1) == [during[-1]]
+    assert not any(redis.exists(store.keys.session(sid)) for sid in ended)
 
 
 def test_a_retried_invalidation_answers_the_same(services, redis, clock):
