@@ -18,9 +18,9 @@ from bench.scenarios import SCENARIOS
 from tests.redis_server import has_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
-REPEATS, OPS = 2, 50
+REPEATS, OPS = 2, 150  # enough work for the cheapest path to span several 10 ms CPU ticks
 SCALE = (1000, 2000)
-TINY = ["--seconds", "2", "--ops", str(OPS), "--repeats", str(REPEATS), "--warmup", "16", "--count-ops", "5",
+TINY = ["--seconds", "4", "--ops", str(OPS), "--repeats", str(REPEATS), "--warmup", "16", "--count-ops", "5",
         "--inproc-ops", "20", "--settle", "0.05", "--sign-iterations", "20", "--soak", "200",
         "--scale", ",".join(map(str, SCALE)), "--scale-ops", "40", "--scale-repeats", "2", "--per-user-ops", "10",
         "--cluster"]  # fmt: skip
