@@ -23,7 +23,7 @@ from sso.cli import sso as sso_cli
 from sso.clients import ClientRegistry
 from sso.context import OAuthContext
 from sso.discovery import discovery_json
-from sso.fastpath import FORM, JSON, FastPath, Route
+from sso.fastpath import FORM, JSON, FastPath, Redirect, Route
 from sso.grants import GrantService
 from sso.http import register_error_handlers, register_request_hooks
 from sso.keys import KeySet
@@ -156,6 +156,7 @@ def create_app(
                 service=False,
                 cors_origins=tuple(settings.app_origins),
             ),
+            Redirect("/authorize", functools.partial(oauth.authorization, services.authorization)),
         ],
         flask=app,
         secrets=settings.service_secrets,

@@ -2,10 +2,11 @@
 
 ``POST /session/validate`` and ``POST /introspect`` are what every API instance
 asks for the requests it serves; ``POST /token`` is every code exchange and
-every refresh. Through Flask, Werkzeug's request and response objects,
+every refresh; ``GET /authorize`` is every sign-in of a browser that already
+has an SSO session. Through Flask, Werkzeug's request and response objects,
 routing, form parsing and the hooks cost about 0.2 ms of each
-(docs/benchmarks.md, lever 9). This WSGI layer answers only the plain success
-of a well-formed call, with the views' own schemas and service calls:
+(docs/benchmarks.md, levers 9 and 10). This WSGI layer answers only the plain
+success of a well-formed call, with the views' own schemas and service calls:
 
 - the service secret is valid where the route needs one (the same
   constant-time check);
@@ -13,12 +14,19 @@ of a well-formed call, with the views' own schemas and service calls:
   decodes and parses as Werkzeug would, repeats no parameter, and passes the
   view's marshmallow schema.
 
+``GET /authorize`` (a ``Redirect`` route) has no body and no schema: the
+view's own call reads the query string and the SSO cookie through Flask's
+request class, and any redirect that is not a failure (a code, the login
+page) is answered here.
+
 Anything else goes on to the Flask view with the body put back, untouched, so
 every refusal has one implementation. When the service call itself raises (an
-invalid grant, Redis unavailable), the exception is handed to the view
-(``sso.http.RAISED``), which raises it in place of making the call again: the
-view's decorators (failure counting for rate limits) and Flask's handlers
-then treat it as their own.
+invalid grant, Redis unavailable, an unknown client), the exception is handed
+to the view (``sso.http.RAISED``), which raises it in place of making the call
+again; a failed /authorize outcome (an error redirected to the client) is
+handed over the same way (``sso.http.RESULT``), for the view to count toward
+the rate limit and answer. The view's decorators and Flask's handlers then
+treat either as their own (``sso.http.handed_over``).
 
 What a client sees is what the views answer (tests/test_fastpath.py compares
 both byte for byte): the same JSON, Cache-Control, Pragma, CORS headers and
@@ -34,19 +42,20 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
-import werkzeug.urls  # noqa: F401 - registers the "werkzeug.url_quote" decoding error handler used below
-from flask import Flask
+from flask import Flask, Request
 from marshmallow import Schema, ValidationError
 from werkzeug.http import parse_options_header
+from werkzeug.urls import iri_to_uri  # importing it registers the "werkzeug.url_quote" handler used below
 from werkzeug.wsgi import get_content_length
 
 from sso import errors
 from sso.accounting import RequestAccounting
 from sso.http import (
     RAISED,
+    RESULT,
     WSGIApp,
     cors_headers,
     known_parameters,
@@ -56,6 +65,7 @@ from sso.http import (
 )
 from sso.logs import outside_flask_request_id
 
+StartResponse = Callable[..., Any]
 Answer = Callable[[dict[str, Any]], tuple[dict[str, Any], str | None]]
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -73,13 +83,36 @@ class Route:
     cors_origins: tuple[str, ...] | None = None  # a browser endpoint: CORS for these origins (no credentials)
 
 
+class Outcome(Protocol):
+    """Where a redirect route sends the browser (sso.authorization.AuthorizeOutcome)."""
+
+    @property
+    def location(self) -> str: ...
+    @property
+    def failed(self) -> bool: ...
+    @property
+    def user_id(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """One fast GET route answered with a 302: the rule, and the view's own call on the request.
+
+    The call gets Flask's request class over the environ (shallow: the body is
+    never read), so the query string and cookies are read by Werkzeug's code.
+    """
+
+    rule: str
+    answer: Callable[[Request], Outcome]
+
+
 class FastPath:
-    """WSGI middleware: the plain success of the given POST routes, everything else to ``app``."""
+    """WSGI middleware: the plain success of the given routes, everything else to ``app``."""
 
     def __init__(
         self,
         app: WSGIApp,
-        routes: Iterable[Route],
+        routes: Iterable[Route | Redirect],
         *,
         flask: Flask,
         secrets: tuple[str, ...],
@@ -87,7 +120,7 @@ class FastPath:
     ) -> None:
         self.app = app
         self.routes = {route.rule: route for route in routes}
-        self.known = {route.rule: known_parameters(route.schema) for route in self.routes.values()}
+        self.known = {r.rule: known_parameters(r.schema) for r in self.routes.values() if isinstance(r, Route)}
         self.flask = flask  # its JSON provider (jsonify's bytes) and its debug flag
         self.max_body: int | None = flask.config["MAX_CONTENT_LENGTH"]
         self.secrets = secrets
@@ -95,7 +128,9 @@ class FastPath:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         route = self.routes.get(environ.get("PATH_INFO", ""))
-        if route is None or environ.get("REQUEST_METHOD") != "POST" or self._indented_json():
+        if isinstance(route, Redirect) and environ.get("REQUEST_METHOD") == "GET":
+            return self._redirect(route, environ, start_response)
+        if not isinstance(route, Route) or environ.get("REQUEST_METHOD") != "POST" or self._indented_json():
             return self.app(environ, start_response)
         started = time.perf_counter()
         length = get_content_length(environ)  # Werkzeug's reading: None when chunked, 0 when malformed
@@ -133,19 +168,60 @@ class FastPath:
         if route.cors_origins is not None:
             cors = cors_headers(environ.get("HTTP_ORIGIN"), route.cors_origins, credentials=False, preflight=False)
             headers += [("Vary", "Origin"), *cors]
-        headers.append(("X-Request-ID", rid))
-        start_response("200 OK", headers)
+        return self._respond(environ, start_response, "200 OK", headers, payload, route.rule, started, rid, user_id)
+
+    def _redirect(self, route: Redirect, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """The view's 302 when its call succeeds; a failed outcome is the view's to count and answer."""
+        started = time.perf_counter()
+        length = get_content_length(environ)
+        if length is not None and self.max_body is not None and length > self.max_body:
+            return self.app(environ, start_response)  # the request hook's 413
+        rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
+        marked = outside_flask_request_id.set(rid)
+        try:
+            outcome = route.answer(self.flask.request_class(environ, shallow=True))
+        except Exception as exc:  # noqa: BLE001 - raised by the view instead (sso.http.handed_over)
+            environ[RAISED] = exc
+            return self.app(environ, start_response)
+        finally:
+            outside_flask_request_id.reset(marked)
+        if outcome.failed:  # counted toward the rate limit by the view, which may answer 429 instead
+            environ[RESULT] = outcome
+            return self.app(environ, start_response)
+        headers = [
+            ("Content-Length", "0"),
+            ("Location", iri_to_uri(outcome.location)),  # what Werkzeug's response does to it
+            ("Cache-Control", "no-store"),
+            ("Pragma", "no-cache"),
+        ]
+        user_id = outcome.user_id
+        return self._respond(environ, start_response, "302 FOUND", headers, b"", route.rule, started, rid, user_id)
+
+    def _respond(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        status: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        rule: str,
+        started: float,
+        rid: str,
+        user_id: str | None,
+    ) -> list[bytes]:
+        """Send the answer with its X-Request-ID, and write the line and metrics the view's hooks would."""
+        start_response(status, [*headers, ("X-Request-ID", rid)])
         self.accounting.record(
-            route.rule,
-            "POST",
-            route.rule,
-            200,
+            rule,
+            environ["REQUEST_METHOD"],
+            rule,
+            int(status[:3]),
             time.perf_counter() - started,
             environ.get("REMOTE_ADDR"),
             request_id=rid,
             user_id=user_id,
         )
-        return [payload]
+        return [body]
 
     def _indented_json(self) -> bool:
         """Whether jsonify would indent (debug mode, or compact switched off): then Flask answers."""

@@ -30,6 +30,7 @@ from sso.schemas import first_error
 log = logging.getLogger("sso.http")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 RAISED = "sso.raised"  # environ key: what the service call of sso/fastpath.py raised, for the view to raise
+RESULT = "sso.result"  # environ key: what it returned when that is not its plain success, for the view to use
 
 F = TypeVar("F", bound=Callable[..., Any])
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]  # the layers before Flask
@@ -112,6 +113,15 @@ def load_input(schema: Schema, location: str, known: frozenset[str] | None) -> d
         raise errors.InvalidRequest("body: nested too deeply") from None
 
 
+def handed_over(environ: dict[str, Any]) -> Any:
+    """What sso/fastpath.py's service call gave this request, for the view to use instead of calling
+    again: None when it made none; what it raised is raised here."""
+    raised = environ.pop(RAISED, None)
+    if raised is not None:
+        raise raised
+    return environ.pop(RESULT, None)
+
+
 def use_schema(schema_cls: type[Schema], location: str = "json") -> Callable[[F], F]:
     """Validate input with one schema and pass it to the view as ``data``."""
     schema = schema_cls()
@@ -120,9 +130,7 @@ def use_schema(schema_cls: type[Schema], location: str = "json") -> Callable[[F]
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            raised = request.environ.pop(RAISED, None)
-            if raised is not None:  # sso/fastpath.py made this view's service call, and it raised
-                raise raised
+            handed_over(request.environ)  # raises what the fast path's call raised
             return view(*args, data=load_input(schema, location, known), **kwargs)
 
         return cast(F, wrapper)

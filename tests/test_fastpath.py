@@ -15,7 +15,7 @@ from flask import Flask
 from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from sso.fastpath import FastPath
+from sso.fastpath import FastPath, Redirect
 from sso.views import oauth
 from tests.conftest import OTHER_SECRET, REDIRECT_URI, SERVICE_SECRET, VERIFIER
 from tests.test_operations import log_lines  # noqa: F401 - a fixture
@@ -196,7 +196,7 @@ def test_code_exchange_and_refresh_answer_as_the_view_does(app, client, oauth):
         refreshed = client.post("/token", data=_refresh_form(exchanged.get_json()["refresh_token"]), headers=APP)
         stranger = client.post("/token", data=_refresh_form(refreshed.get_json()["refresh_token"]),
                                headers={"Origin": "http://evil.test"})  # fmt: skip
-    assert flask_side.calls == 1  # the GET /authorize
+    assert flask_side.calls == 0
     assert exchanged.get_json()["id_token"] and refreshed.get_json()["access_token"]
     assert refreshed.headers["Access-Control-Allow-Origin"] == "http://app.test"
     assert stranger.status_code == 200 and "Access-Control-Allow-Origin" not in stranger.headers
@@ -401,6 +401,7 @@ def test_each_fast_route_stands_for_its_view(app):
         "/session/validate": ["require_service", "use_schema"],
         "/introspect": ["require_service", "use_schema"],
         "/token": ["rate_limited", "use_schema"],
+        "/authorize": ["rate_limited"],  # the view itself hands a failed outcome to count_failure
     }
     # what the fast path does in place of the hooks: the request id, the accounting, oauth's CORS
     assert _hooks(app.before_request_funcs) == {None: ["register_request_hooks.<locals>.start_request"]}
@@ -410,10 +411,177 @@ def test_each_fast_route_stands_for_its_view(app):
     assert set(fast.routes) == set(expected)
     for rule in app.url_map.iter_rules():
         route = fast.routes.get(rule.rule)
-        if route is None or "POST" not in rule.methods:
+        if route is None:
             continue
         decorators, schema = _decorators(app.view_functions[rule.endpoint])
         assert decorators == expected[rule.rule], rule.rule
+        if isinstance(route, Redirect):  # the view's own call, on a GET it routes
+            assert "GET" in rule.methods and route.answer.func is oauth.authorization, rule.rule
+            continue
+        assert "POST" in rule.methods, rule.rule
         assert type(schema) is type(route.schema), rule.rule
         assert route.service == ("require_service" in decorators), rule.rule
         assert (route.cors_origins is not None) == (rule.endpoint in oauth.BROWSER_ENDPOINTS), rule.rule
+
+
+# GET /authorize: a logged-in browser's redirect with a code, answered before Flask (sso.fastpath.Redirect)
+
+BROWSER = {"X-Request-ID": "same-id"}
+
+
+def _query(response) -> dict[str, list[str]]:
+    from urllib.parse import parse_qs, urlsplit
+
+    return parse_qs(urlsplit(response.headers["Location"]).query)
+
+
+def _same_redirect(fast, slow, *, differing: tuple[str, ...] = ()) -> None:
+    """The same status, body and headers; only the named query parameters of Location may differ (a new code)."""
+    assert fast.status == slow.status == "302 FOUND" and fast.data == slow.data == b""
+    assert [k for k, _ in fast.headers] == [k for k, _ in slow.headers]
+    for name, value in slow.headers:
+        if name != "Location":
+            assert fast.headers[name] == value, name
+    fast_q, slow_q = _query(fast), _query(slow)
+    assert fast.headers["Location"].split("?")[0] == slow.headers["Location"].split("?")[0]
+    assert list(fast_q) == list(slow_q)
+    assert {k: v for k, v in fast_q.items() if k not in differing} == {
+        k: v for k, v in slow_q.items() if k not in differing}  # fmt: skip
+
+
+def test_authorize_with_a_cookie_answers_as_the_view_does(app, client, oauth):
+    oauth.login("42")
+    with _Counting(_fast_path(app)) as flask_side:
+        fast = client.get("/authorize", query_string=oauth.authorize_params(), headers=BROWSER)
+    assert flask_side.calls == 0
+    assert fast.status_code == 302 and fast.headers["Location"].startswith(REDIRECT_URI + "?")
+    query = _query(fast)
+    assert query["state"] == ["xyz-state"] and query["code"][0]
+    assert fast.headers["Cache-Control"] == "no-store" and fast.headers["X-Request-ID"] == "same-id"
+    slow = _through_flask(app, lambda: client.get("/authorize", query_string=oauth.authorize_params(), headers=BROWSER))
+    _same_redirect(fast, slow, differing=("code",))
+    assert oauth.exchange(query["code"][0]).status_code == 200  # the fast path's code is a real one
+
+
+def test_authorize_without_a_usable_cookie_is_the_views_login_redirect(app, client, oauth):
+    """No cookie, two cookies (none is trusted), a stale one: the login page, exactly as the view sends it."""
+    from sso.cookies import COOKIE_NAME
+
+    cookies = {
+        "none": None,
+        "two": f"{COOKIE_NAME}=a; {COOKIE_NAME}=b",
+        "stale": f'{COOKIE_NAME}="{"x" * 40}"; other=1',
+    }
+    for label, cookie in cookies.items():
+        headers = {**BROWSER, "Cookie": cookie} if cookie else BROWSER
+        with _Counting(_fast_path(app)) as flask_side:
+            fast = client.get("/authorize", query_string=oauth.authorize_params(), headers=headers)
+        slow = _through_flask(app, lambda h=headers: client.get(
+            "/authorize", query_string=oauth.authorize_params(), headers=h))  # fmt: skip
+        assert flask_side.calls == 0, label
+        assert "return_to" in _query(fast), label
+        _same_redirect(fast, slow)
+        assert fast.headers["Location"] == slow.headers["Location"], label
+
+
+def test_a_failed_authorize_is_counted_and_answered_by_the_view_once(app, client, oauth, services):
+    """An error redirected to the client: one service call, the view's redirect, counted by the rate limit."""
+    oauth.login("42")
+    refused = oauth.authorize_params(code_challenge_method="plain")  # PKCE plain: a redirected error
+    calls = []
+    real = services.authorization.authorize
+
+    def counting(params: Any, cookie: Any) -> Any:
+        calls.append(cookie is not None)
+        return real(params, cookie)
+
+    counted = []
+    real_failed = services.limiter.failed
+
+    def failed(limit: str, address: Any) -> Any:
+        counted.append(limit)
+        return real_failed(limit, address)
+
+    services.authorization.authorize, services.limiter.failed = counting, failed
+    try:
+        with _Counting(_fast_path(app)) as flask_side:
+            plain = client.get("/authorize", query_string=refused, headers=BROWSER)
+    finally:
+        del services.authorization.authorize, services.limiter.failed
+    assert calls == [True] and flask_side.calls == 1 and counted == ["authorize"]
+    assert plain.status_code == 302 and _query(plain)["error"] == ["invalid_request"]
+    _same_redirect(plain, _through_flask(app, lambda: client.get("/authorize", query_string=refused, headers=BROWSER)))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [({"client_id": "nobody"}, "invalid_client"), ({"redirect_uri": "http://evil.test/cb"}, "invalid_request")],
+)
+def test_errors_shown_to_the_user_are_raised_by_the_view_once(app, client, oauth, services, overrides, error):
+    """An unknown client or redirect URI is never redirected: the view raises what the fast path's call raised."""
+    oauth.login("42")
+    calls = []
+    real = services.authorization.authorize
+
+    def counting(params: Any, cookie: Any) -> Any:
+        calls.append(1)
+        return real(params, cookie)
+
+    services.authorization.authorize = counting
+    try:
+        with _Counting(_fast_path(app)) as flask_side:
+            fast = client.get("/authorize", query_string=oauth.authorize_params(**overrides), headers=BROWSER)
+    finally:
+        del services.authorization.authorize
+    assert calls == [1] and flask_side.calls == 1
+    assert fast.status_code in (400, 401) and fast.get_json()["error"] == error
+    assert "Location" not in fast.headers
+    _same(fast, _through_flask(app, lambda: client.get(
+        "/authorize", query_string=oauth.authorize_params(**overrides), headers=BROWSER)))  # fmt: skip
+
+
+def test_other_authorize_requests_reach_the_view(app, client, oauth):
+    """POST (a form), HEAD and an oversized body are the view's; so is a query it parses itself."""
+    oauth.login("42")
+    with _Counting(_fast_path(app)) as flask_side:
+        posted = client.post("/authorize", data=oauth.authorize_params(), headers=BROWSER)
+        head = client.head("/authorize", query_string=oauth.authorize_params(), headers=BROWSER)
+        big = client.get("/authorize", query_string=oauth.authorize_params(), headers=BROWSER,
+                         data=b"x" * 70_000, content_type="text/plain")  # fmt: skip
+    assert flask_side.calls == 3
+    assert posted.status_code == 302 and "code" in _query(posted)
+    assert head.status_code == 302 and head.data == b""
+    assert big.status_code == 413 and big.get_json()["error"] == "invalid_request"
+
+
+def test_the_query_string_is_read_as_werkzeug_reads_it(app, client, oauth):
+    """Escapes, '+', blank values and a repeated parameter give the view's answer."""
+    oauth.login("42")
+    params = oauth.authorize_params()
+    escaped = "&".join(f"{k}={''.join(f'%{b:02X}' for b in v.encode())}" for k, v in params.items())
+    cases = [
+        escaped + "&state=",  # state repeated (one blank): refused as repeated
+        escaped.replace("state=", "ignored=") + "&state=a+b%20c",
+        escaped + "&unknown&x=%FF",  # an unknown parameter with no value, an escape of a non-UTF-8 byte
+    ]
+    for query in cases:
+        fast = client.get(f"/authorize?{query}", headers=BROWSER)
+        slow = _through_flask(app, lambda q=query: client.get(f"/authorize?{q}", headers=BROWSER))
+        _same_redirect(fast, slow, differing=("code",))
+    assert _query(client.get(f"/authorize?{cases[1]}"))["state"] == ["a b c"]
+    assert "error" in _query(client.get(f"/authorize?{cases[0]}"))
+
+
+def test_authorize_access_log_line_and_metrics_are_the_views(app, client, oauth, log_lines):  # noqa: F811
+    oauth.login("808")
+    labels = {"endpoint": "/authorize", "method": "GET", "status": "302"}
+    before = REGISTRY.get_sample_value("sso_http_requests_total", labels) or 0.0
+    client.get("/authorize", query_string=oauth.authorize_params(), headers=BROWSER)
+    _through_flask(app, lambda: client.get("/authorize", query_string=oauth.authorize_params(), headers=BROWSER))
+    assert REGISTRY.get_sample_value("sso_http_requests_total", labels) == before + 2
+    fast, slow = [line for line in log_lines() if line["logger"] == "sso.access" and line["path"] == "/authorize"]
+    for line in (fast, slow):
+        line.pop("ts"), line.pop("duration_ms")
+    assert fast == slow and list(fast) == list(slow)
+    assert fast["user_id"] == "808" and fast["status"] == 302 and fast["method"] == "GET"
+    assert "xyz-state" not in json.dumps(fast) and "?" not in fast["path"]  # no query in the line

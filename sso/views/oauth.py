@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Request, Response, jsonify, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from sso import errors, ratelimit
+from sso.authorization import AuthorizationService, AuthorizeOutcome
 from sso.cookies import sso_cookie
 from sso.grants import GrantService
 from sso.http import (
@@ -15,6 +16,7 @@ from sso.http import (
     authenticate_service,
     client_address,
     count_failure,
+    handed_over,
     no_store,
     note_user,
     rate_limited,
@@ -42,13 +44,20 @@ def _cors(response: Response) -> Response:
 @bp.route("/authorize", methods=["GET", "POST"])
 @rate_limited(ratelimit.AUTHORIZE)
 def authorize() -> BaseResponse:
-    params = (request.args if request.method == "GET" else request.form).to_dict(flat=False)
-    outcome = services().authorization.authorize(params, sso_cookie(request))
+    outcome = handed_over(request.environ) or authorization(services().authorization, request)
     if outcome.user_id is not None:
         note_user(outcome.user_id)
     if outcome.failed:
         count_failure(ratelimit.AUTHORIZE)
     return no_store(redirect_to(outcome.location, 302))
+
+
+def authorization(service: AuthorizationService, req: Request) -> AuthorizeOutcome:
+    """Where /authorize sends the browser, for the view and sso/fastpath.py (GET only there).
+
+    HEAD is GET without the body (RFC 9110 §9.3.2): it reads the query too."""
+    params = (req.form if req.method == "POST" else req.args).to_dict(flat=False)
+    return service.authorize(params, sso_cookie(req))
 
 
 @bp.post("/token")
