@@ -8,6 +8,8 @@ routing, form parsing and the hooks cost about 0.2 ms of each
 (docs/benchmarks.md, levers 9 and 10). This WSGI layer answers only the plain
 success of a well-formed call, with the views' own schemas and service calls:
 
+- Flask's routing takes it to the view: a Host it can encode and trusts, no
+  Upgrade (its URL adapter's own check, ``FastPath._routed_by_flask``);
 - the service secret is valid where the route needs one (the same
   constant-time check);
 - the body has the route's media type and a Content-Length within the limit,
@@ -47,6 +49,7 @@ from urllib.parse import parse_qsl
 
 from flask import Flask, Request
 from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_options_header
 from werkzeug.urls import iri_to_uri  # importing it registers the "werkzeug.url_quote" handler used below
 from werkzeug.wsgi import get_content_length
@@ -66,6 +69,7 @@ from sso.http import (
 from sso.logs import outside_flask_request_id
 
 StartResponse = Callable[..., Any]
+MAX_ROUTED_HOSTS = 256  # Host values seen to pass Flask's routing, kept per worker
 Answer = Callable[[dict[str, Any]], tuple[dict[str, Any], str | None]]
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -125,12 +129,16 @@ class FastPath:
         self.max_body: int | None = flask.config["MAX_CONTENT_LENGTH"]
         self.secrets = secrets
         self.accounting = accounting
+        self._routed_hosts: set[tuple[str | None, str | None]] = set()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         route = self.routes.get(environ.get("PATH_INFO", ""))
-        if isinstance(route, Redirect) and environ.get("REQUEST_METHOD") == "GET":
+        method = environ.get("REQUEST_METHOD")
+        if route is None or not self._routed_by_flask(environ):
+            return self.app(environ, start_response)
+        if isinstance(route, Redirect) and method == "GET":
             return self._redirect(route, environ, start_response)
-        if not isinstance(route, Route) or environ.get("REQUEST_METHOD") != "POST" or self._indented_json():
+        if not isinstance(route, Route) or method != "POST" or self._indented_json():
             return self.app(environ, start_response)
         started = time.perf_counter()
         length = get_content_length(environ)  # Werkzeug's reading: None when chunked, 0 when malformed
@@ -222,6 +230,28 @@ class FastPath:
             user_id=user_id,
         )
         return [body]
+
+    def _routed_by_flask(self, environ: dict[str, Any]) -> bool:
+        """Whether Flask's routing takes the request to a view, as it does before any hook.
+
+        Flask's URL adapter refuses with a 400 a Host that Werkzeug cannot
+        encode (an empty or over-long label), one outside TRUSTED_HOSTS, and a
+        WebSocket upgrade. The adapter's own call decides; its verdict depends
+        only on the Host and the scheme, so the pairs seen to pass are kept (a
+        bounded set). Any Upgrade header is left to Flask.
+        """
+        if "HTTP_UPGRADE" in environ:
+            return False
+        seen = (environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme"))
+        if seen in self._routed_hosts:
+            return True
+        try:
+            self.flask.create_url_adapter(self.flask.request_class(environ, shallow=True))
+        except HTTPException:
+            return False
+        if seen[0] is not None and len(self._routed_hosts) < MAX_ROUTED_HOSTS:
+            self._routed_hosts.add(seen)
+        return True
 
     def _indented_json(self) -> bool:
         """Whether jsonify would indent (debug mode, or compact switched off): then Flask answers."""

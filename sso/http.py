@@ -207,7 +207,8 @@ def rate_limited(limit: str) -> Callable[[F], F]:
             try:
                 return view(*args, **kwargs)
             except errors.SSOError as exc:
-                if 400 <= exc.status < 500:
+                # a RateLimited from the view's own count_failure is that failure, already counted
+                if 400 <= exc.status < 500 and not isinstance(exc, errors.RateLimited):
                     services().limiter.failed(limit, client_address())
                 raise
 

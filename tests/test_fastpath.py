@@ -463,25 +463,32 @@ def test_authorize_with_a_cookie_answers_as_the_view_does(app, client, oauth):
     assert oauth.exchange(query["code"][0]).status_code == 200  # the fast path's code is a real one
 
 
-def test_authorize_without_a_usable_cookie_is_the_views_login_redirect(app, client, oauth):
-    """No cookie, two cookies (none is trusted), a stale one: the login page, exactly as the view sends it."""
+@pytest.mark.parametrize(
+    ("cookie", "handed_over"),
+    [
+        (None, 0),  # no SSO session: the login page, not a failure
+        ("{name}=a; {name}=b", 0),  # two are none (sso.cookies.sso_cookie): the login page
+        ('other=1; {name}="{live}"', 0),  # quoted, after another cookie: read as Werkzeug reads it
+        ('{name}="' + "x" * 40 + '"; other=1', 1),  # not a live session: a failure, counted by the view
+    ],
+    ids=["none", "two", "quoted", "stale"],
+)
+def test_authorize_reads_the_cookie_header_as_the_view_does(app, oauth, api, cookie, handed_over):
+    """The Cookie header as sent (the test client's own jar would replace it): the view's redirect each time."""
     from sso.cookies import COOKIE_NAME
 
-    cookies = {
-        "none": None,
-        "two": f"{COOKIE_NAME}=a; {COOKIE_NAME}=b",
-        "stale": f'{COOKIE_NAME}="{"x" * 40}"; other=1',
-    }
-    for label, cookie in cookies.items():
-        headers = {**BROWSER, "Cookie": cookie} if cookie else BROWSER
-        with _Counting(_fast_path(app)) as flask_side:
-            fast = client.get("/authorize", query_string=oauth.authorize_params(), headers=headers)
-        slow = _through_flask(app, lambda h=headers: client.get(
-            "/authorize", query_string=oauth.authorize_params(), headers=h))  # fmt: skip
-        assert flask_side.calls == 0, label
-        assert "return_to" in _query(fast), label
-        _same_redirect(fast, slow)
-        assert fast.headers["Location"] == slow.headers["Location"], label
+    client = app.test_client(use_cookies=False)
+    headers = dict(BROWSER)
+    if cookie is not None:
+        headers["Cookie"] = cookie.format(name=COOKIE_NAME, live=api.create("42")["token"])
+    params = oauth.authorize_params()
+    with _Counting(_fast_path(app)) as flask_side:
+        fast = client.get("/authorize", query_string=params, headers=headers)
+    slow = _through_flask(app, lambda: client.get("/authorize", query_string=params, headers=headers))
+    assert flask_side.calls == handed_over
+    assert ("code" in _query(fast)) == (cookie is not None and "live" in cookie)
+    assert ("return_to" in _query(fast)) == (cookie is None or "live" not in cookie)
+    _same_redirect(fast, slow, differing=("code",))
 
 
 def test_a_failed_authorize_is_counted_and_answered_by_the_view_once(app, client, oauth, services):
@@ -585,3 +592,43 @@ def test_authorize_access_log_line_and_metrics_are_the_views(app, client, oauth,
     assert fast == slow and list(fast) == list(slow)
     assert fast["user_id"] == "808" and fast["status"] == 302 and fast["method"] == "GET"
     assert "xyz-state" not in json.dumps(fast) and "?" not in fast["path"]  # no query in the line
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Host": "x" * 64 + ".example"}, {"Host": "a..b"}, {"Connection": "Upgrade", "Upgrade": "websocket"}],
+    ids=["long-label", "empty-label", "websocket"],
+)
+def test_what_flasks_routing_refuses_is_refused_by_it(app, oauth, api, headers):
+    """A Host Werkzeug cannot encode, or a WebSocket upgrade: Flask's 400 before any view, never a code."""
+    client = app.test_client(use_cookies=False)
+    session = api.create("42")
+    from sso.cookies import COOKIE_NAME
+
+    browser = {**headers, "Cookie": f"{COOKIE_NAME}={session['token']}"}
+    with _Counting(_fast_path(app)) as flask_side:
+        authorized = client.get("/authorize", query_string=oauth.authorize_params(), headers=browser)
+        validated = _validate(client, {"token_hash": session["session_id_hash"]}, headers={**HEADERS, **headers})
+    assert flask_side.calls == 2
+    for response in (authorized, validated):
+        assert response.status_code == 400 and response.get_json()["error"] == "invalid_request"
+        assert "Location" not in response.headers
+
+
+def test_a_forwarded_host_is_routed_as_flask_routes_it(settings, clock, redis):
+    """Behind ProxyFix the Host is the proxy's X-Forwarded-Host; a good one is answered here, and remembered."""
+    from app import create_app
+    from tests.conftest import Api
+
+    app = create_app(settings, clock=clock, trusted_proxies=1)
+    app.config["TESTING"] = True
+    client = app.test_client(use_cookies=False)
+    session = Api(client, {"Authorization": f"Service {SERVICE_SECRET}"}).create("42")
+    body = {"token_hash": session["session_id_hash"]}
+    forwarded = {**HEADERS, "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    with _Counting(_fast_path(app)) as flask_side:
+        bad = _validate(client, body, headers={**forwarded, "X-Forwarded-Host": "x" * 64 + ".example"})
+        good = [_validate(client, body, headers={**forwarded, "X-Forwarded-Host": "sso.example"}) for _ in range(2)]
+    assert flask_side.calls == 1
+    assert bad.status_code == 400 and all(r.get_json()["valid"] is True for r in good)
+    assert ("sso.example", "https") in _fast_path(app)._routed_hosts

@@ -174,6 +174,23 @@ def test_authorize_failures_trigger_429_never_a_redirect(oauth, client):
     assert_rate_limited(client.get("/authorize", query_string=params, environ_base=ATTACKER))
 
 
+def test_a_refused_redirected_failure_is_counted_once(oauth, client):
+    """Past the limit, each refused /authorize failure adds one failure and one refusal, not two."""
+    from prometheus_client import REGISTRY
+
+    def refused() -> float:
+        return REGISTRY.get_sample_value("sso_rate_limited_total", {"limit": "authorize"}) or 0.0
+
+    params = {**oauth.authorize_params(), "scope": "admin"}  # an invalid_scope redirected to the client
+    for _ in range(LIMIT.count):
+        assert "error=invalid_scope" in client.get("/authorize", query_string=params, environ_base=ATTACKER).location
+    before = refused()
+    assert_rate_limited(client.get("/authorize", query_string=params, environ_base=ATTACKER))
+    assert refused() == before + 1
+    assert_rate_limited(client.get("/authorize", query_string=params, environ_base=ATTACKER))  # from memory
+    assert refused() == before + 2
+
+
 def test_a_valid_sso_cookie_is_served_from_a_blocked_address(oauth, client):
     """Past the /authorize limit, a browser with a live session still gets its code, and one without goes to login."""
     for _ in range(LIMIT.count + 1):
