@@ -44,7 +44,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from flask import Flask, Request
@@ -56,6 +56,7 @@ from werkzeug.wsgi import get_content_length
 
 from sso import errors
 from sso.accounting import RequestAccounting
+from sso.authorization import AuthorizeOutcome
 from sso.http import (
     RAISED,
     RESULT,
@@ -69,6 +70,7 @@ from sso.http import (
 from sso.logs import outside_flask_request_id
 
 StartResponse = Callable[..., Any]
+T = TypeVar("T")
 MAX_ROUTED_HOSTS = 256  # Host values seen to pass Flask's routing, kept per worker
 Answer = Callable[[dict[str, Any]], tuple[dict[str, Any], str | None]]
 JSON = "application/json"
@@ -87,17 +89,6 @@ class Route:
     cors_origins: tuple[str, ...] | None = None  # a browser endpoint: CORS for these origins (no credentials)
 
 
-class Outcome(Protocol):
-    """Where a redirect route sends the browser (sso.authorization.AuthorizeOutcome)."""
-
-    @property
-    def location(self) -> str: ...
-    @property
-    def failed(self) -> bool: ...
-    @property
-    def user_id(self) -> str | None: ...
-
-
 @dataclass(frozen=True)
 class Redirect:
     """One fast GET route answered with a 302: the rule, and the view's own call on the request.
@@ -107,7 +98,7 @@ class Redirect:
     """
 
     rule: str
-    answer: Callable[[Request], Outcome]
+    answer: Callable[[Request], AuthorizeOutcome]
 
 
 class FastPath:
@@ -131,20 +122,23 @@ class FastPath:
         self.accounting = accounting
         self._routed_hosts: set[tuple[str | None, str | None]] = set()
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         route = self.routes.get(environ.get("PATH_INFO", ""))
-        method = environ.get("REQUEST_METHOD")
         if route is None or not self._routed_by_flask(environ):
-            return self.app(environ, start_response)
-        if isinstance(route, Redirect) and method == "GET":
-            return self._redirect(route, environ, start_response)
-        if not isinstance(route, Route) or method != "POST" or self._indented_json():
             return self.app(environ, start_response)
         started = time.perf_counter()
         length = get_content_length(environ)  # Werkzeug's reading: None when chunked, 0 when malformed
+        if length is not None and self.max_body is not None and length > self.max_body:
+            return self.app(environ, start_response)  # the view's 413
+        method = environ.get("REQUEST_METHOD")
+        if isinstance(route, Redirect):
+            if method != "GET":
+                return self.app(environ, start_response)
+            return self._redirect(route, environ, start_response, started)
         if (
-            length is None
-            or (self.max_body is not None and length > self.max_body)
+            method != "POST"
+            or length is None
+            or self._indented_json()
             or parse_options_header(environ.get("CONTENT_TYPE", ""))[0].lower() != route.media_type  # its mimetype
             or (route.service and not self._authenticated(environ))
         ):
@@ -158,15 +152,10 @@ class FastPath:
         if data is None:
             return self.app(environ, start_response)
         rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
-        marked = outside_flask_request_id.set(rid)  # for what the service call logs
-        try:
-            answer, user_id = route.answer(data)
-            payload = f"{self.flask.json.dumps(answer, separators=(',', ':'))}\n".encode()
-        except Exception as exc:  # noqa: BLE001 - raised by the view instead (sso.http.use_schema)
-            environ[RAISED] = exc
+        answered = self._call(environ, rid, lambda: self._encoded(route.answer(data)))
+        if answered is None:
             return self.app(environ, start_response)
-        finally:
-            outside_flask_request_id.reset(marked)
+        payload, user_id = answered
         headers = [
             ("Content-Type", self.flask.json.mimetype),  # type: ignore[attr-defined]
             ("Content-Length", str(len(payload))),
@@ -178,21 +167,14 @@ class FastPath:
             headers += [("Vary", "Origin"), *cors]
         return self._respond(environ, start_response, "200 OK", headers, payload, route.rule, started, rid, user_id)
 
-    def _redirect(self, route: Redirect, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _redirect(
+        self, route: Redirect, environ: dict[str, Any], start_response: StartResponse, started: float
+    ) -> Iterable[bytes]:
         """The view's 302 when its call succeeds; a failed outcome is the view's to count and answer."""
-        started = time.perf_counter()
-        length = get_content_length(environ)
-        if length is not None and self.max_body is not None and length > self.max_body:
-            return self.app(environ, start_response)  # the request hook's 413
         rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
-        marked = outside_flask_request_id.set(rid)
-        try:
-            outcome = route.answer(self.flask.request_class(environ, shallow=True))
-        except Exception as exc:  # noqa: BLE001 - raised by the view instead (sso.http.handed_over)
-            environ[RAISED] = exc
+        outcome = self._call(environ, rid, lambda: route.answer(self.flask.request_class(environ, shallow=True)))
+        if outcome is None:
             return self.app(environ, start_response)
-        finally:
-            outside_flask_request_id.reset(marked)
         if outcome.failed:  # counted toward the rate limit by the view, which may answer 429 instead
             environ[RESULT] = outcome
             return self.app(environ, start_response)
@@ -204,6 +186,24 @@ class FastPath:
         ]
         user_id = outcome.user_id
         return self._respond(environ, start_response, "302 FOUND", headers, b"", route.rule, started, rid, user_id)
+
+    def _encoded(self, answered: tuple[dict[str, Any], str | None]) -> tuple[bytes, str | None]:
+        """jsonify's bytes of the answer (compact), and its user."""
+        answer, user_id = answered
+        return f"{self.flask.json.dumps(answer, separators=(',', ':'))}\n".encode(), user_id
+
+    @staticmethod
+    def _call(environ: dict[str, Any], rid: str, call: Callable[[], T]) -> T | None:
+        """The view's service call, its log lines carrying ``rid``; None when it raised, the exception
+        handed to the view to raise in its place (``sso.http.handed_over``), never made twice."""
+        marked = outside_flask_request_id.set(rid)
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - raised by the view instead
+            environ[RAISED] = exc
+            return None
+        finally:
+            outside_flask_request_id.reset(marked)
 
     def _respond(
         self,

@@ -207,7 +207,7 @@ def rate_limited(limit: str) -> Callable[[F], F]:
             try:
                 return view(*args, **kwargs)
             except errors.SSOError as exc:
-                # a RateLimited from the view's own count_failure is that failure, already counted
+                # a 429 is the limiter's refusal of a failure it has counted (count_failure), not another
                 if 400 <= exc.status < 500 and not isinstance(exc, errors.RateLimited):
                     services().limiter.failed(limit, client_address())
                 raise
