@@ -37,8 +37,10 @@ class AuthorizeOutcome:
 
 
 def append_query(uri: str, params: dict[str, str]) -> str:
-    """Add parameters to a URI that may already carry a query (RFC 6749 §3.1.2)."""
-    return uri + ("&" if "?" in uri else "?") + urlencode(params)
+    """Add parameters to a URI that may already carry a query (RFC 6749 §3.1.2), before its
+    fragment if it has one (a post-logout URI on an app origin may)."""
+    base, hash_mark, fragment = uri.partition("#")
+    return base + ("&" if "?" in base else "?") + urlencode(params) + hash_mark + fragment
 
 
 def _single(params: Params, name: str, error: type[errors.SSOError]) -> str | None:
@@ -69,7 +71,7 @@ class AuthorizationService:
             if not exc.redirectable:
                 raise
             reply = {"error": exc.error, "error_description": exc.description}
-            if len(states) == 1:
+            if len(states) == 1 and states[0]:
                 reply["state"] = states[0]
             reply["iss"] = self.ctx.settings.issuer
             return AuthorizeOutcome(append_query(redirect_uri, reply), failed=True)
@@ -77,10 +79,12 @@ class AuthorizationService:
     def _authorize(
         self, params: Params, client_id: str, redirect_uri: str, cookie_token: str | None
     ) -> AuthorizeOutcome:
-        # Unrecognised parameters are ignored (RFC 6749 §3.1), repeated or not, and not carried to the login page.
+        # Unrecognised parameters are ignored (RFC 6749 §3.1), repeated or not, and not carried to the
+        # login page; one sent without a value is treated as omitted (the same section).
         single = {name: _single(params, name, errors.InvalidRequest) for name in params if name in self._known}
+        single = {name: value for name, value in single.items() if value}
         try:
-            data: dict[str, Any] = self._schema.load({k: v for k, v in single.items() if v is not None})
+            data: dict[str, Any] = self._schema.load(single)
         except ValidationError as exc:
             raise errors.InvalidRequest(first_error(exc.messages)) from None
 

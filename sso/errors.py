@@ -8,6 +8,12 @@ to a client's redirect URI (never for a bad ``client_id`` or ``redirect_uri``).
 
 from __future__ import annotations
 
+import re
+
+# RFC 6749 §4.1.2.1 and §5.2: error_description "MUST NOT include characters outside the set
+# %x20-21 / %x23-5B / %x5D-7E"; a description may quote a client's input (a scope it asked for).
+_NOT_IN_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
 
 class SSOError(Exception):
     error = "server_error"
@@ -16,9 +22,9 @@ class SSOError(Exception):
     redirectable = False
 
     def __init__(self, description: str | None = None, *, detail: str | None = None) -> None:
-        super().__init__(description or self.description)
         if description:
-            self.description = description
+            self.description = _NOT_IN_DESCRIPTION.sub("?", description)
+        super().__init__(self.description)
         self.detail = detail
 
     def headers(self) -> dict[str, str]:
@@ -80,6 +86,15 @@ class InvalidToken(SSOError):
     def headers(self) -> dict[str, str]:
         text = self.description.replace('"', "'")
         return {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{text}"'}
+
+
+class BearerRequired(InvalidToken):
+    """No Bearer credentials at all: RFC 6750 §3.1 says the challenge then carries no error code."""
+
+    description = "A Bearer access token is required."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="fluxer-sso"'}
 
 
 class ServiceAuthRequired(SSOError):

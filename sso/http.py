@@ -64,11 +64,12 @@ def known_parameters(schema: Schema) -> frozenset[str] | None:
 
 def single_values(pairs: Iterable[tuple[str, str]], known: frozenset[str] | None) -> dict[str, str]:
     """One value per parameter; a repeated one is invalid_request (RFC 6749 §3.1), unless it is
-    unrecognised, and therefore ignored altogether (the same section). For the views
-    (``load_input``) and sso/fastpath.py alike."""
+    unrecognised, and therefore ignored altogether, or sent without a value, and therefore
+    treated as omitted (both the same section, and §3.2). For the views (``load_input``) and
+    sso/fastpath.py alike."""
     data: dict[str, str] = {}
     for key, value in pairs:
-        if known is not None and key not in known:
+        if (known is not None and key not in known) or not value:
             continue
         if key in data:
             raise errors.InvalidRequest(f"{key}: parameter repeated")
@@ -267,7 +268,11 @@ def register_error_handlers(app: Flask) -> None:
     def handle_sso_error(exc: errors.SSOError) -> Response:
         if exc.status >= 500 or exc.detail:
             log.warning("%s %s -> %s (%s)", request.method, request.path, exc.error, exc.detail or exc.description)
-        return error_response(exc)
+        response = error_response(exc)
+        if type(exc) is errors.InvalidClient and request.headers.get("Authorization", "")[:6].lower() == "basic ":
+            # RFC 6749 §5.2: a client that authenticated with a header is answered with a challenge.
+            response.headers["WWW-Authenticate"] = 'Basic realm="fluxer-sso"'
+        return response
 
     @app.errorhandler(HTTPException)
     def handle_http_error(exc: HTTPException) -> Response:

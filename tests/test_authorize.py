@@ -304,3 +304,31 @@ def test_auth_after_in_the_future_is_refused(oauth, clock):
     oauth.login()
     _, query = location(oauth.authorize(auth_after=str(int(clock.now) + 3600)))
     assert query["error"] == "invalid_request" and "auth_after" in query["error_description"]
+
+
+@pytest.mark.parametrize(
+    "name", ["max_age", "auth_after", "response_mode", "request", "request_uri", "prompt", "nonce"]
+)
+def test_parameter_sent_without_a_value_is_treated_as_omitted(oauth, name):
+    """RFC 6749 §3.1: an empty parameter is as if it were not there, so the request gets its code."""
+    oauth.login()
+    base, query = location(oauth.authorize(**{name: ""}))
+    assert base == REDIRECT_URI and "error" not in query and query["code"]
+
+
+def test_empty_state_is_not_echoed(oauth):
+    oauth.login()
+    ok = oauth.authorize(state="")
+    _, query = location(ok)
+    assert "code" in query and "state=" not in ok.headers["Location"]
+    failed = oauth.authorize(state="", response_mode="fragment")
+    _, query = location(failed)
+    assert query["error"] == "invalid_request" and "state=" not in failed.headers["Location"]
+
+
+def test_error_description_keeps_to_the_characters_rfc_6749_allows(oauth):
+    """RFC 6749 §4.1.2.1: error_description is %x20-21 / %x23-5B / %x5D-7E, whatever scope was asked for."""
+    oauth.login()
+    _, query = location(oauth.authorize(scope='openid "\u00e9\\<x>'))
+    assert query["error"] == "invalid_scope"
+    assert all(c == " " or c == "!" or 0x23 <= ord(c) <= 0x7E and c != "\\" for c in query["error_description"])

@@ -47,6 +47,16 @@ def test_redirects_with_state_to_allowed_uri(oauth):
     assert (parts.netloc, parts.path) == ("app.test", "/bye") and parse_qs(parts.query) == {"state": ["s1"]}
 
 
+@pytest.mark.parametrize("uri", ["http://app.test/bye#done", "http://app.test/bye?x=1#done"])
+def test_state_goes_into_the_query_before_a_fragment(oauth, uri):
+    """The RP reads state from the query (RP-Initiated Logout 1.0 §3), not from inside its fragment."""
+    response = oauth.client.get("/logout", query_string={"post_logout_redirect_uri": uri, "state": "s1"})
+    assert response.status_code == 303
+    parts = urlsplit(response.headers["Location"])
+    assert parts.fragment == "done" and parse_qs(parts.query)["state"] == ["s1"]
+    assert parse_qs(parts.query).get("x") == parse_qs(urlsplit(uri).query).get("x")
+
+
 def test_exact_allowed_redirect_uri_is_followed(oauth):
     response = oauth.client.get("/logout", query_string={"post_logout_redirect_uri": "http://app.test/oauth/callback"})
     assert response.status_code == 303 and response.headers["Location"] == "http://app.test/oauth/callback"

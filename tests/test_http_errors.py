@@ -109,3 +109,24 @@ def test_redis_down_answers_503_fast_and_recovers(settings, clock, service_heade
         )
     finally:
         server.cleanup()
+
+
+@pytest.mark.parametrize("path", ["/token", "/revoke"])
+def test_client_that_authenticated_with_basic_gets_a_challenge(oauth, path):
+    """RFC 6749 §5.2: invalid_client for a client that used the Authorization header is a 401 with
+    WWW-Authenticate; a public client that sent only client_id gets no challenge."""
+    form = {"grant_type": "refresh_token", "refresh_token": "x", "token": "x"}
+    basic = oauth.client.post(path, data=form, headers={"Authorization": "Basic Zmx1eGVyOg=="})
+    assert_json_error(basic, 401, "invalid_client")
+    assert basic.headers["WWW-Authenticate"] == 'Basic realm="fluxer-sso"'
+    plain = oauth.client.post(path, data={**form, "client_id": "nobody"})
+    assert_json_error(plain, 401, "invalid_client")
+    assert "WWW-Authenticate" not in plain.headers
+
+
+def test_refresh_with_an_empty_scope_keeps_the_grant(oauth):
+    """RFC 6749 §3.2: scope= without a value is the same as no scope parameter."""
+    oauth.login()
+    first = oauth.tokens(scope="openid profile")
+    again = oauth.refresh(first["refresh_token"], scope="")
+    assert again.status_code == 200 and again.get_json()["scope"] == "openid profile"

@@ -69,6 +69,26 @@ def test_other_methods_and_paths_reach_flask(client):
         assert missing.status_code == 404 and missing.get_json()["error"] == "not_found", near
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_cors_preflight_of_a_public_document_is_allowed_from_any_origin(client, path):
+    """A cross-origin fetch that adds a header is preflighted; the public documents allow it."""
+    preflight = client.options(
+        path,
+        headers={
+            "Origin": "https://elsewhere.test",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "x-request-id",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "GET" in preflight.headers["Access-Control-Allow-Methods"]
+    assert preflight.headers["Access-Control-Allow-Headers"] == "*"
+    assert "Access-Control-Allow-Credentials" not in preflight.headers
+    health = client.options("/_health", headers={"Origin": "https://elsewhere.test"})
+    assert "Access-Control-Allow-Origin" not in health.headers
+
+
 def _count(path: str, method: str) -> float:
     labels = {"endpoint": path, "method": method, "status": "200"}
     return REGISTRY.get_sample_value("sso_http_requests_total", labels) or 0.0

@@ -48,18 +48,25 @@ def test_userinfo_needs_openid_scope(oauth):
     assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
 
 
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Basic abc"}], ids=["none", "basic"])
+def test_userinfo_without_bearer_credentials_gets_a_bare_challenge(client, headers):
+    """RFC 6750 §3.1: no Bearer credentials at all, so the challenge names no error."""
+    response = client.get("/userinfo", headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "invalid_token"
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="fluxer-sso"'
+
+
 @pytest.mark.parametrize(
     "headers",
     [
-        {},
         {"Authorization": "Bearer"},
-        {"Authorization": "Basic abc"},
         {"Authorization": "Bearer garbage"},
         {"Authorization": "Bearer a.b.c"},
         {"Authorization": "Bearer " + "a" * 100_000},
         {"Authorization": "Bearer " + ("e30." * 3000)[:-1]},
     ],
-    ids=["none", "empty", "basic", "garbage", "three-dots", "oversized", "oversized-jws-shape"],
+    ids=["empty", "garbage", "three-dots", "oversized", "oversized-jws-shape"],
 )
 def test_userinfo_rejects_missing_or_bad_tokens(client, headers):
     response = client.get("/userinfo", headers=headers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from sso import metrics
 from sso.http import no_store, require_service, services
@@ -20,6 +20,18 @@ def _document(path: str) -> Response:
     Document; these routes give the other methods Flask's answers (405, OPTIONS)."""
     document = services().documents[path]
     return Response(document.body, headers=document.headers)
+
+
+@bp.after_request
+def public_preflight(response: Response) -> Response:
+    """A browser's CORS preflight of a public document (a fetch that adds a header, such as
+    X-Request-ID) is allowed from any origin, as the document itself is (no credentials)."""
+    if request.method == "OPTIONS" and request.path in services().documents:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Allow-Methods"] = "GET, HEAD"
+        response.headers["Access-Control-Allow-Headers"] = "*"
+        response.headers["Access-Control-Max-Age"] = "86400"
+    return response
 
 
 @bp.get(DISCOVERY)

@@ -77,7 +77,9 @@ def issuance(grants: GrantService, data: dict[str, Any]) -> tuple[dict[str, Any]
 
 def _bearer_token() -> str:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    if scheme.lower() != "bearer":
+        raise errors.BearerRequired()
+    if not value.strip():
         raise errors.InvalidToken("A Bearer access token is required.")
     return value.strip()
 
