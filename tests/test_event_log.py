@@ -225,3 +225,24 @@ def test_gunicorn_events_missed_by_subscribers_are_read_back_from_the_log(settin
     finally:
         subscriber.close()
         assert srv.stop() == 0
+
+
+def test_a_rerun_append_call_logs_and_publishes_nothing_twice(services, events, redis, keys):
+    """redis-py runs a script call again when its reply was lost; that rerun must not log or
+    publish the chunk a second time, and answers the ids the first run wrote."""
+    log = services.store.event_log
+    chunk = [envelope("session-created", str(n), ["a" * 43], time.time()) for n in range(3)]
+    first = log.append(chunk, "call-1")
+    again = log.append(chunk, "call-1")
+    assert again == first and len(first) == 3
+    assert [entry_id for entry_id, _ in redis.xrange(services.store.event_log_key)] == first
+    assert [m["id"] for m in events.drain()] == first
+    assert 0 < redis.ttl(keys.event_log_call("call-1")) <= 60
+    other = log.append(chunk, "call-2")  # another call with the same events is another append
+    assert len(redis.xrange(services.store.event_log_key)) == 6 and set(other).isdisjoint(first)
+
+
+def test_the_append_mark_shares_the_event_log_slot(keys):
+    from redis.crc import key_slot
+
+    assert key_slot(keys.event_log_call("x").encode()) == key_slot(keys.event_log.encode())

@@ -9,6 +9,7 @@ primary, and PUBLISH from there reaches subscribers on every node.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 from sso.store.layout import Keys
@@ -37,10 +38,17 @@ class EventLog:
         """
         ids: list[str] = []
         for start in range(0, len(messages), EVENT_APPEND_CHUNK):
-            chunk = messages[start : start + EVENT_APPEND_CHUNK]
-            ids += self.runner.run(
+            ids += self.append(messages[start : start + EVENT_APPEND_CHUNK], secrets.token_urlsafe(12))
+        return ids
+
+    def append(self, chunk: Sequence[str], call_id: str) -> list[str]:
+        """One script call. redis-py reruns a call whose reply was lost (sso/store/connections.py);
+        the call's mark, kept 60 s, makes that rerun answer the first run's ids, so a lost reply
+        never logs and publishes the chunk twice."""
+        return list(
+            self.runner.run(
                 "append_events",
-                [self.keys.event_log],
+                [self.keys.event_log, self.keys.event_log_call(call_id)],
                 [self.keys.events_channel, self.retention, EVENT_LOG_MAX_ENTRIES, *chunk],
             )
-        return ids
+        )

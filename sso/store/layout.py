@@ -26,6 +26,7 @@ Key names (``P`` is ``SSO_REDIS_PREFIX``, ``T`` the bucket's tag)::
     P{T}:r:<id>     string  the answer of one invalidation request, for its retry, 60 s
     Prl:<limit>:<window>:<addr>   string  failures in one rate window
     Pevent-log      stream  the durable event log (sso/store/eventlog.py)
+    {Pevent-log}:r:<id>  string  the ids one append call wrote, for its retry, 60 s (the log's slot)
     Phealth         string  written by /_health to prove a write lands, 10 s
 """
 
@@ -209,6 +210,10 @@ class Keys:
 
     def request(self, bucket: int, request_id: str) -> str:
         return f"{self._bases[bucket]}r:{request_id}"
+
+    def event_log_call(self, call_id: str) -> str:
+        """In the event log's slot: its whole name is the hash tag (a prefix holds no braces)."""
+        return f"{{{self.event_log}}}:r:{call_id}"
 
     def rate(self, limit: str, window: int, address: str) -> str:
         return f"{self.prefix}rl:{limit}:{window}:{address}"
