@@ -120,7 +120,7 @@ def create_app(
         clients=clients,
         tokens=tokens,
         grants=GrantService(ctx, tokens),
-        authorization=AuthorizationService(ctx),
+        authorization=AuthorizationService(ctx, tokens.id_token_hint_subject),
         end_session=EndSessionService(tokens=tokens, sessions=sessions, clients=clients, settings=settings),
         limiter=RateLimiter(store, limits_from(settings), clock=clock),
         documents={

@@ -8,7 +8,7 @@ RFC 9700 §4.1). Every later error goes back to the client's redirect URI with
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -18,6 +18,7 @@ from marshmallow import ValidationError
 from sso import errors, pkce, scopes
 from sso.context import OAuthContext
 from sso.digests import token_hash
+from sso.keys import TokenRejected
 from sso.schemas import AuthorizeSchema, first_error
 
 CODE_TTL = 60
@@ -51,8 +52,11 @@ def _single(params: Params, name: str, error: type[errors.SSOError]) -> str | No
 
 
 class AuthorizationService:
-    def __init__(self, ctx: OAuthContext) -> None:
+    def __init__(self, ctx: OAuthContext, hint_subject: Callable[[str], str] | None = None) -> None:
+        """``hint_subject``: the ``sub`` of an ``id_token_hint`` this issuer signed (expired ones
+        too), raising ``TokenRejected`` for anything else (TokenService.verify_id_token_hint)."""
         self.ctx = ctx
+        self.hint_subject = hint_subject
         self._schema = AuthorizeSchema()
         self._known = frozenset(self._schema.fields)
 
@@ -115,11 +119,12 @@ class AuthorizationService:
         if floor is not None and floor > now + 60:
             raise errors.InvalidRequest("auth_after: in the future")
         fresh_login_needed = "login" in prompts or max_age is not None or floor is not None
+        hinted_user = self._hinted_user(data.get("id_token_hint"))
         outcome, code, user_id = "none", None, None
         if cookie_token:
             binding = {"client_id": client_id, "redirect_uri": redirect_uri, "code_challenge": challenge,
                        "sid": token_hash(cookie_token), "scope": scope, "nonce": data.get("nonce")}  # fmt: skip
-            outcome, code, user_id = self._issue_code(binding, "login" in prompts, max_age, floor)
+            outcome, code, user_id = self._issue_code(binding, "login" in prompts, max_age, floor, hinted_user)
         if code is None:  # no live session ("none"), or one that needs a fresh login ("stale")
             if "none" in prompts:
                 raise errors.LoginRequired()
@@ -148,11 +153,28 @@ class AuthorizationService:
         return_to = f"{self.ctx.settings.issuer}/authorize?{urlencode(query)}"
         return append_query(self.ctx.settings.login_url, {"return_to": return_to})
 
+    def _hinted_user(self, hint: str | None) -> str | None:
+        """OIDC Core §3.1.2.1: with an ``id_token_hint``, a code goes only to the user it names; a
+        session of anyone else is answered as one that needs a login (``login_required`` with
+        ``prompt=none``), so a silent renewal never switches accounts under the app."""
+        if not hint or self.hint_subject is None:
+            return None
+        try:
+            return self.hint_subject(hint)
+        except TokenRejected:
+            raise errors.InvalidRequest("id_token_hint: not a valid id token of this issuer") from None
+
     def _issue_code(
-        self, binding: dict[str, Any], login_prompted: bool, max_age: int | None, floor: int | None
+        self,
+        binding: dict[str, Any],
+        login_prompted: bool,
+        max_age: int | None,
+        floor: int | None,
+        hinted_user: str | None = None,
     ) -> tuple[str, str | None, str | None]:
         """("ok", a new code bound to the cookie's session ``binding["sid"]``, its user), or
-        (outcome, None, None) when that session is not alive ("none") or a fresh login is needed ("stale").
+        (outcome, None, None) when that session is not alive ("none") or a fresh login is needed
+        ("stale": also a session of another user than ``hinted_user``).
 
         The session check and the code's storage are one script: /authorize costs
         one Redis round trip.
@@ -166,6 +188,7 @@ class AuthorizationService:
             max_age=max_age,
             auth_after=floor,
             ttl=CODE_TTL,
+            user_id=hinted_user,
         )
         if issue.outcome != "ok":
             return issue.outcome, None, None

@@ -176,6 +176,13 @@ class TokenService:
             verify_exp=False,
         )
 
+    def id_token_hint_subject(self, token: str) -> str:
+        """The user an ``id_token_hint`` at /authorize names (sso/authorization.py)."""
+        sub = self.verify_id_token_hint(token).get("sub")
+        if not isinstance(sub, str):
+            raise TokenRejected("no sub")
+        return sub
+
     def active_access_token(self, token: str) -> ActiveAccessToken | None:
         """A currently valid access token: signature checks plus one Redis round trip.
 

@@ -332,3 +332,34 @@ def test_error_description_keeps_to_the_characters_rfc_6749_allows(oauth):
     _, query = location(oauth.authorize(scope='openid "\u00e9\\<x>'))
     assert query["error"] == "invalid_scope"
     assert all(c == " " or c == "!" or 0x23 <= ord(c) <= 0x7E and c != "\\" for c in query["error_description"])
+
+
+def test_id_token_hint_of_the_signed_in_user_gets_a_silent_code(oauth):
+    oauth.login("42")
+    hint = oauth.tokens()["id_token"]
+    _, query = location(oauth.authorize(prompt="none", id_token_hint=hint))
+    assert query["code"] and "error" not in query
+
+
+def test_id_token_hint_of_another_user_never_gets_that_session_a_code(oauth, redis, prefix):
+    """OIDC Core §3.1.2.1: the hint names alice, the cookie is bob's: a silent renewal is
+    login_required (not bob's code), an interactive one goes to the login page; no code is stored."""
+    oauth.login("alice")
+    hint = oauth.tokens()["id_token"]
+    oauth.login("bob")
+    before = set(redis.scan_iter(match=f"{prefix}*c:*"))
+    base, query = location(oauth.authorize(prompt="none", id_token_hint=hint))
+    assert base == REDIRECT_URI and query["error"] == "login_required" and "code" not in query
+    login = oauth.authorize(id_token_hint=hint)
+    assert login.status_code == 302 and login.headers["Location"].startswith("http://app.test/login?")
+    assert "id_token_hint" in parse_qs(urlsplit(login.headers["Location"]).query)["return_to"][0]
+    assert set(redis.scan_iter(match=f"{prefix}*c:*")) == before
+
+
+def test_an_id_token_hint_that_is_not_ours_is_invalid_request(oauth):
+    oauth.login()
+    base, query = location(oauth.authorize(prompt="none", id_token_hint="not.a.token"))
+    assert base == REDIRECT_URI and query["error"] == "invalid_request"
+    assert "id_token_hint" in query["error_description"]
+    access = oauth.tokens()["access_token"]  # an access token is not an id token
+    assert location(oauth.authorize(id_token_hint=access))[1]["error"] == "invalid_request"

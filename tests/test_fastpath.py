@@ -404,9 +404,11 @@ def test_each_fast_route_stands_for_its_view(app):
         "/authorize": ["rate_limited"],  # the view itself hands a failed outcome to count_failure
     }
     # what the fast path does in place of the hooks: the request id, the accounting, oauth's CORS
+    # (meta's preflight hook is for the public documents' OPTIONS, no fast route's)
     assert _hooks(app.before_request_funcs) == {None: ["register_request_hooks.<locals>.start_request"]}
     assert _hooks(app.after_request_funcs) == {
-        None: ["register_request_hooks.<locals>.finish_request"], "browser": ["_cors"], "oauth": ["_cors"]}  # fmt: skip
+        None: ["register_request_hooks.<locals>.finish_request"], "browser": ["_cors"], "oauth": ["_cors"],
+        "meta": ["public_preflight"]}  # fmt: skip
     fast = _fast_path(app)
     assert set(fast.routes) == set(expected)
     for rule in app.url_map.iter_rules():

@@ -63,13 +63,15 @@ class Codes:
         max_age: int | None,
         auth_after: int | None,
         ttl: int,
+        user_id: str | None = None,
     ) -> CodeIssue:
         """Check the session and store a new code bound to it, in one script (one round trip).
 
         Stored only when the session is alive at ``clock`` and no fresh login is
         needed: not ``fresh_login`` (prompt=login), not created more than
-        ``max_age`` seconds ago, not before ``auth_after``. The stored binding
-        gains the session's ``user_id`` and ``auth_time``.
+        ``max_age`` seconds ago, not before ``auth_after``, and, given ``user_id``,
+        the session is that user's. The stored binding gains the session's
+        ``user_id`` and ``auth_time``.
         """
         record, bucket = self.keys.session(sid), sid_bucket(sid)
         if record is None or bucket is None:
@@ -85,6 +87,7 @@ class Codes:
                 "" if auth_after is None else auth_after,
                 json.dumps(binding, separators=(",", ":")),
                 ttl,
+                user_id or "",
             ],
         )
         if r[0] == "ok":
