@@ -306,6 +306,13 @@ def note_user(user_id: str) -> None:
     g.user_id = user_id
 
 
+def empty(status: int) -> Response:
+    """An answer without a body, and so without Flask's default text/html Content-Type."""
+    response = Response(status=status)
+    del response.headers["Content-Type"]
+    return response
+
+
 def redirect_to(location: str, status: int) -> BaseResponse:
     """A redirect without Flask's little HTML page: no answer of this service is HTML."""
     response = redirect(location, status)
