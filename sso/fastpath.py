@@ -12,9 +12,10 @@ success of a well-formed call, with the views' own schemas and service calls:
   Upgrade (its URL adapter's own check, ``FastPath._routed_by_flask``);
 - the service secret is valid where the route needs one (the same
   constant-time check);
-- the body has the route's media type and a Content-Length within the limit,
-  decodes and parses as Werkzeug would, repeats no parameter, and passes the
-  view's marshmallow schema.
+- the body has the route's media type and a Content-Length within the limit
+  (a chunked body is first read whole, at most the limit and one byte:
+  sso/bodies.py), decodes and parses as Werkzeug would, repeats no parameter,
+  and passes the view's marshmallow schema.
 
 ``GET /authorize`` (a ``Redirect`` route) has no body and no schema: the
 view's own call reads the query string and the SSO cookie through Flask's
@@ -57,6 +58,7 @@ from werkzeug.wsgi import get_content_length
 from sso import errors
 from sso.accounting import RequestAccounting
 from sso.authorization import AuthorizeOutcome
+from sso.bodies import sized
 from sso.http import (
     RAISED,
     RESULT,
@@ -127,7 +129,9 @@ class FastPath:
         if route is None or not self._routed_by_flask(environ):
             return self.app(environ, start_response)
         started = time.perf_counter()
-        length = get_content_length(environ)  # Werkzeug's reading: None when chunked, 0 when malformed
+        if self.max_body is not None and sized(environ, self.max_body) is not None:
+            return self.app(environ, start_response)  # a chunked body over the limit: the view's 413
+        length = get_content_length(environ)  # Werkzeug's reading: None when absent, 0 when malformed
         if length is not None and self.max_body is not None and length > self.max_body:
             return self.app(environ, start_response)  # the view's 413
         method = environ.get("REQUEST_METHOD")

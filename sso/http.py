@@ -22,7 +22,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from sso import errors, metrics, ratelimit
+from sso import bodies, errors, metrics, ratelimit
 from sso.accounting import RequestAccounting
 from sso.digests import equals
 from sso.schemas import first_error
@@ -335,11 +335,16 @@ def register_request_hooks(app: Flask, accounting: RequestAccounting) -> None:
         ctx = g._get_current_object()  # type: ignore[attr-defined]
         ctx.started = time.perf_counter()
         ctx.request_id = request_id(req.headers.get("X-Request-ID", ""))
-        # Werkzeug enforces MAX_CONTENT_LENGTH only when a view reads the body; a view that
-        # does not (/userinfo takes its token from a header) must still refuse an oversized one.
-        length = req.content_length
-        if limit is not None and length is not None and length > limit:
-            raise errors.PayloadTooLarge()
+        # Werkzeug enforces MAX_CONTENT_LENGTH only when a view reads the body, and cuts a chunked
+        # one short; a view that does not read it (/userinfo takes its token from a header) must
+        # still refuse an oversized one, and no view may act on part of one (sso/bodies.py).
+        if limit is not None:
+            refused = bodies.sized(req.environ, limit)  # what sso/fastpath.py decided, if it did
+            if refused is not None:
+                raise refused
+            length = req.content_length
+            if length is not None and length > limit:
+                raise errors.PayloadTooLarge()
 
     @app.after_request
     def finish_request(response: Response) -> Response:

@@ -276,6 +276,28 @@ def test_oversized_and_chunked_bodies_reach_the_view(app, client):
     assert chunked.status_code == 400
 
 
+def test_a_dechunked_body_is_read_whole_first(app, client, api):
+    """As gunicorn passes it (wsgi.input_terminated): within the limit answered here, over it the view's 413."""
+    session = api.create("42")
+    body = json.dumps({"token_hash": session["session_id_hash"]}).encode()
+    chunked = {**HEADERS, "Transfer-Encoding": "chunked"}
+
+    def post(data: bytes) -> Any:
+        return client.post("/session/validate", data=data, content_type="application/json", headers=chunked,
+                           environ_overrides={"wsgi.input_terminated": True})  # fmt: skip
+
+    at_limit = body + b" " * (64 * 1024 - len(body))
+    with _Counting(_fast_path(app)) as flask_side:
+        fast = post(at_limit)
+    assert flask_side.calls == 0 and fast.get_json()["valid"] is True
+    _same(fast, _through_flask(app, lambda: post(at_limit)))
+    with _Counting(_fast_path(app)) as flask_side:
+        big = post(at_limit + b" ")
+    assert flask_side.calls == 1
+    assert big.status_code == 413 and big.get_json()["error"] == "invalid_request"
+    _same(big, _through_flask(app, lambda: post(at_limit + b" ")))
+
+
 def test_a_redis_failure_in_the_service_call_is_rendered_once_by_flask(app, client, services, monkeypatch):
     """The exception is handed over, not retried: one Redis attempt, Flask's 503."""
     calls = []
