@@ -13,7 +13,8 @@ X-Request-ID (the caller's when it is well-formed). The requests are counted in
 ``sso_http_requests_total`` and ``sso_http_request_duration_seconds`` under the
 route's name, as before. They write no access-log line: they are public,
 identical for every caller and carry no user; in the deployed topology nginx
-serves them from its cache and logs them (deploy/nginx).
+serves them from its cache and logs them (deploy/nginx). A request with a
+body, which no document reads, goes to Flask too, to be held to the body limit.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class PrecomputedResponses:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         document = self.documents.get(environ.get("PATH_INFO", ""))
         method = environ.get("REQUEST_METHOD")
-        if document is None or (method != "GET" and method != "HEAD"):
+        if document is None or (method != "GET" and method != "HEAD") or _has_body(environ):
             return self.app(environ, start_response)
         started = time.perf_counter()
         start_response(
@@ -63,3 +64,9 @@ class PrecomputedResponses:
         )
         self.accounting.count(document.path, method, 200, time.perf_counter() - started)
         return [document.body] if method == "GET" else []
+
+
+def _has_body(environ: dict[str, Any]) -> bool:
+    """Whether the request carries a body (RFC 9112 §6.3): then Flask's hooks hold it to the 64 KiB
+    limit (a 413 even though no view reads it) and serve the same Document within it."""
+    return "HTTP_TRANSFER_ENCODING" in environ or environ.get("CONTENT_LENGTH", "0") not in ("", "0")
