@@ -43,7 +43,8 @@ def sized(environ: dict[str, Any], limit: int) -> errors.SSOError | None:
         while size <= limit and (chunk := stream.read(limit + 1 - size)):
             chunks.append(chunk)
             size += len(chunk)
-    except (OSError, ValueError):  # the client went away or sent a malformed chunk: Werkzeug's 400
+    except Exception:  # noqa: BLE001 - the client went away or sent a malformed chunk (gunicorn's
+        # parse errors are not OSErrors, so Werkzeug's stream let them through as a 500): a 400
         refusal = errors.InvalidRequest()
     else:
         refusal = errors.PayloadTooLarge() if size > limit else None

@@ -7,6 +7,7 @@ real gunicorn, which de-chunks the body as it does in production.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -120,3 +121,19 @@ def test_chunked_bodies_at_the_limit_are_answered_as_before(server, api, oauth, 
     assert client.post("/introspect", data={"token": token}, headers=SERVICE).get_json()["active"] is False
     repeated = post(server, "/revoke", padded_form(f"token={token}&client_id=fluxer&token=x", 1000), FORM)
     assert repeated.status_code == 400 and repeated.json()["error_description"] == "token: parameter repeated"
+
+
+def test_a_malformed_chunk_is_a_json_400(server):
+    """A chunk size that is not hex is Werkzeug's 400 as before, as JSON, and acts on nothing."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /session/create HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            + f"Authorization: Service {SERVICE_SECRET}\r\n".encode()
+            + b'Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n11\r\n{"user_id": "42"}\r\nzz\r\n'
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert json.loads(body)["error"] == "invalid_request"
