@@ -17,9 +17,18 @@ Decisions, so operators can rely on them:
 - Ports default to 26379 for sentinels and 6379 for cluster seeds.
 - A cluster has only database 0, so a cluster URL carries no path other than
   ``/`` or ``/0``; a sentinel URL must name its master.
-- Every parse error is a ``ValueError`` whose text never contains the
-  password (settings turn it into a ConfigError for REDIS_URL), and
-  ``RedisTarget.describe()`` is the only form of the target that goes to logs.
+- In the Sentinel and Cluster forms the userinfo ends at the last ``@``
+  before the query, so a password may hold ``/`` and ``@`` unescaped (base64
+  passwords often hold ``/``); ``?`` and ``#`` must be ``%3F`` and ``%23``. The
+  one-server forms go to redis-py, whose parser ends the userinfo at the first
+  ``/``, ``?`` or ``#``, so there all four must be percent-encoded. An ``@``
+  after that point (in the path or a query value) is refused in every form,
+  with a message saying so: it is where a password's unescaped remainder lands,
+  and a query value can say ``%40``.
+- Every parse error is a ``ValueError`` whose text never contains any part of
+  the userinfo, nor a host or port (which a misplaced userinfo could be);
+  settings turn it into a ConfigError for REDIS_URL. ``RedisTarget.describe()``
+  is the only form of the target that goes to logs.
 
 This module imports no redis-py, so validating the settings does not either:
 redis imports ssl, which must not happen in gunicorn's master before the
@@ -48,6 +57,11 @@ HOST_RE = re.compile(r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+
 SCHEMES_HELP = (
     "redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://"
 )
+ESCAPE_SINGLE = (
+    "has an '@' after the host: percent-encode / ? # @ in the user name and password "
+    "(%2F %3F %23 %40), and @ in query values"
+)
+ESCAPE_MULTI = "has an '@' in the query: percent-encode ? and # in the password (%3F %23), and @ in query values (%40)"
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,11 @@ def parse_redis_url(url: str) -> RedisTarget:
 def _parse_single(url: str, scheme: str) -> RedisTarget:
     try:
         parts = urlsplit(url)
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if "@" in parts.path + parts.query + parts.fragment:
+        raise ValueError(ESCAPE_SINGLE)
+    try:
         port = parts.port
     except ValueError:
         raise ValueError("has an invalid port") from None
@@ -143,8 +162,11 @@ def _parse_multi(scheme: str, rest: str) -> RedisTarget:
     location, _, query_string = rest.partition("?")
     if "#" in location or "#" in query_string:
         raise ValueError("must not carry a fragment")
-    netloc, slash, path = location.partition("/")
-    userinfo, at, hostlist = netloc.rpartition("@")
+    if "@" in query_string:
+        raise ValueError(ESCAPE_MULTI)
+    # The userinfo first, up to the last '@': a password's '/' is not where the host list ends.
+    userinfo, at, address = location.rpartition("@")
+    hostlist, slash, path = address.partition("/")
     username = password = None
     if at:
         user, colon, secret = userinfo.partition(":")
@@ -153,7 +175,7 @@ def _parse_multi(scheme: str, rest: str) -> RedisTarget:
         if not colon and user:  # redis-py's convention: a lone userinfo is the password
             username, password = None, unquote(user)
     default_port = SENTINEL_PORT if kind == "sentinel" else CLUSTER_PORT
-    hosts = tuple(_host(item.strip(), default_port) for item in hostlist.split(","))
+    hosts = tuple(_host(number, item.strip(), default_port) for number, item in enumerate(hostlist.split(","), 1))
     options = _query(kind, query_string)
     if kind == "cluster":
         if path.strip("/") not in ("", "0"):
@@ -180,7 +202,8 @@ def _parse_multi(scheme: str, rest: str) -> RedisTarget:
     )
 
 
-def _host(item: str, default_port: int) -> tuple[str, int]:
+def _host(number: int, item: str, default_port: int) -> tuple[str, int]:
+    """One ``host[:port]`` of the list; an error names it by position, never by its text."""
     match = HOST_RE.fullmatch(item)
     if not item or not match:
         raise ValueError("needs host:port pairs separated by commas, e.g. 10.0.0.1:26379,10.0.0.2:26379")
@@ -188,8 +211,8 @@ def _host(item: str, default_port: int) -> tuple[str, int]:
     port_text = match["port"]
     if port_text is None or port_text == "":
         return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"has an invalid port {port_text!r} for host {host!r}")
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise ValueError(f"host {number} has an invalid port (1-65535)")
     return host, int(port_text)
 
 
@@ -200,8 +223,8 @@ def _query(kind: Kind, query_string: str) -> dict[str, str]:
         raise ValueError("has a malformed query string") from None
     allowed = QUERY_PARAMETERS[kind]
     for name, values in query.items():
-        if name not in allowed:
-            raise ValueError(f"unknown query parameter {name!r} for {kind} (allowed: {', '.join(allowed)})")
+        if name not in allowed:  # not echoed: text that was meant for elsewhere can end up here
+            raise ValueError(f"has an unknown query parameter for {kind} (allowed: {', '.join(allowed)})")
         if len(values) != 1:
             raise ValueError(f"query parameter {name!r} is repeated")
     return {name: values[0] for name, values in query.items()}

@@ -93,14 +93,23 @@ def test_cluster_forms() -> None:
         (f"redis+sentinel://u:{SECRET}@h:1", "must name the master"),
         (f"redis+sentinel://u:{SECRET}@h:1/", "must name the master"),
         (f"redis+sentinel://u:{SECRET}@h:1/m/one", "database must be a non-negative integer"),
-        (f"redis+sentinel://u:{SECRET}@h:1/m?password={SECRET}", "unknown query parameter 'password'"),
+        (f"redis+sentinel://u:{SECRET}@h:1/m?password={SECRET}", "unknown query parameter for sentinel"),
         (f"redis+sentinel://u:{SECRET}@h:1/m?sentinel_password=a&sentinel_password=b", "repeated"),
         (f"redis+cluster://u:{SECRET}@h:1/3", "only database 0"),
-        (f"redis+cluster://u:{SECRET}@h:abc", "invalid port 'abc'"),
-        (f"redis+cluster://u:{SECRET}@h:99999", "invalid port '99999'"),
+        (f"redis+cluster://u:{SECRET}@h:abc", "host 1 has an invalid port"),
+        (f"redis+cluster://u:{SECRET}@h:1,h:99999", "host 2 has an invalid port"),
         (f"redis+cluster://u:{SECRET}@h:1,,h:2", "host:port pairs"),
         (f"redis+cluster://u:{SECRET}@", "host:port pairs"),
         (f"redis+cluster://u:{SECRET}@h:1#frag", "fragment"),
+        # reserved characters left unescaped in the userinfo: refused, and no fragment of it is echoed
+        (f"redis://u:{SECRET}/{SECRET}@h:1/0", "percent-encode"),
+        (f"redis://{SECRET}/{SECRET}@h:1/0", "percent-encode"),
+        (f"rediss://u:{SECRET}?{SECRET}@h:1/0", "percent-encode"),
+        (f"unix://u:{SECRET}/{SECRET}@/run/redis.sock", "percent-encode"),
+        (f"redis+cluster://u:{SECRET}?{SECRET}@h:1", "percent-encode"),
+        (f"redis+cluster://u:1234?{SECRET}=x@h:1", "percent-encode"),
+        (f"redis+sentinel://{SECRET}?{SECRET}@h:1/m", "percent-encode"),
+        (f"redis+sentinel://u:1234?{SECRET}=x", "unknown query parameter"),
     ],
 )
 def test_bad_urls_are_refused_without_leaking_the_password(url: str, message: str) -> None:
@@ -109,6 +118,25 @@ def test_bad_urls_are_refused_without_leaking_the_password(url: str, message: st
         parse_redis_url(url)
     assert message in str(caught.value)
     assert SECRET not in str(caught.value) and caught.value.__cause__ is None
+
+
+def test_an_unescaped_slash_or_at_sign_in_a_sentinel_or_cluster_password_stays_in_the_password() -> None:
+    """The userinfo ends at the last '@' before the query, so base64 passwords need no escaping there."""
+    sentinel = parse_redis_url(f"redis+sentinel://fluxer:{SECRET}/x+y=@10.0.0.1:26379,10.0.0.2/mymaster/2")
+    assert (sentinel.username, sentinel.password) == ("fluxer", f"{SECRET}/x+y=")
+    assert sentinel.hosts == (("10.0.0.1", 26379), ("10.0.0.2", 26379))
+    assert (sentinel.master_name, sentinel.db) == ("mymaster", 2)
+    cluster = parse_redis_url(f"rediss+cluster://:{SECRET}@/{SECRET}@n1:7000,n2/0")
+    assert (cluster.username, cluster.password) == (None, f"{SECRET}@/{SECRET}")
+    assert cluster.hosts == (("n1", 7000), ("n2", 6379))
+    for target in (sentinel, cluster):
+        assert SECRET not in target.describe() and SECRET not in repr(target)
+    # an '@' in a query value must be %40, as in the one-server forms; then it is read as such
+    refused = f"redis+sentinel://s1/m?sentinel_password={SECRET}@x"
+    with pytest.raises(ValueError, match="percent-encode") as caught:
+        parse_redis_url(refused)
+    assert SECRET not in str(caught.value)
+    assert parse_redis_url(f"redis+sentinel://s1/m?sentinel_password={SECRET}%40x").sentinel_password == f"{SECRET}@x"
 
 
 def test_describe_and_repr_mask_every_secret() -> None:
@@ -137,7 +165,14 @@ def test_settings_accept_every_topology_and_reject_bad_urls(key_pair: tuple[str,
         "unix:///run/redis.sock?db=1",
     ):
         assert load_settings({**env, "REDIS_URL": url}).redis_url == url
-    for url in (f"redis+cluster://:{SECRET}@h:1/2", f"redis+sentinel://:{SECRET}@h:1", f"memcached://:{SECRET}@h"):
+    assert load_settings({**env, "REDIS_URL": f"redis+cluster://u:{SECRET}/x@h:7000"}).redis_url.endswith("@h:7000")
+    for url in (
+        f"redis+cluster://:{SECRET}@h:1/2",
+        f"redis+sentinel://:{SECRET}@h:1",
+        f"memcached://:{SECRET}@h",
+        f"redis://fluxer:{SECRET}/xyz@10.0.0.1:6379/0",
+        f"redis+cluster://fluxer:{SECRET}?xyz@10.0.0.1:7000",
+    ):
         with pytest.raises(ConfigError) as caught:
             load_settings({**env, "REDIS_URL": url})
         assert caught.value.variable == "REDIS_URL" and SECRET not in str(caught.value)
