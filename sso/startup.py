@@ -19,7 +19,7 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from config.redis_url import parse_redis_url
 from config.settings import Settings
@@ -28,20 +28,33 @@ log = logging.getLogger("sso.start")
 
 
 def masked_redis_url(url: str) -> str:
-    """``REDIS_URL`` as it may be logged: a one-server URL with its password as ``***``
-    (``redis://user:***@host``); Sentinel and Cluster described by their parsed target."""
+    """``REDIS_URL`` as it may be logged; Sentinel and Cluster described by their parsed target.
+
+    A one-server URL keeps its user, host, port and database; its password
+    becomes ``***`` (``redis://user:***@host``), and so does a lone userinfo
+    (``redis://***@host``: the Sentinel and Cluster forms read it as the
+    password) and every query value but ``db`` (redis-py takes ``?password=``).
+    """
     try:
         target = parse_redis_url(url)
     except ValueError:
         return "(an invalid REDIS_URL)"
     if target.kind != "single":
         return target.describe()
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    scheme, _, rest = url.partition("://")
+    netloc = urlsplit(url).netloc  # rebuilt by hand: urlunsplit would turn unix:///path into unix:/path
+    path, question, query = rest[len(netloc) :].partition("?")
+    userinfo, at, host = netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    return f"{scheme}://{netloc}{path}{question}{'&'.join(_masked_field(field) for field in query.split('&'))}"
+
+
+def _masked_field(field: str) -> str:
+    """One ``name=value`` of the query: ``db`` as it is, any other value as ``***``."""
+    name, eq, _ = field.partition("=")
+    return field if name == "db" or not field else f"{name}=***" if eq else "***"
 
 
 def redis_topology(url: str) -> str:

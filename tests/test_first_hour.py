@@ -96,6 +96,32 @@ def test_masked_redis_url_hides_only_the_password():
     assert masked_redis_url("unix:///run/redis.sock?db=1") == "unix:///run/redis.sock?db=1"
 
 
+def test_masked_redis_url_hides_a_password_in_the_query_or_a_lone_userinfo():
+    """redis-py takes ?password= (and ?username=): every query value but db is masked; so is a lone
+    userinfo, which the Sentinel and Cluster forms read as the password."""
+    assert masked_redis_url("redis://cache:6379/0?password=s3cret") == "redis://cache:6379/0?password=***"
+    assert masked_redis_url("rediss://cache/0?username=app&password=s3cret&db=2&ssl_cert_reqs=none") == (
+        "rediss://cache/0?username=***&password=***&db=2&ssl_cert_reqs=***"
+    )
+    assert masked_redis_url("unix://:s3cret@/run/redis.sock?db=1&password=s3cret") == (
+        "unix://:***@/run/redis.sock?db=1&password=***"
+    )
+    assert masked_redis_url("redis://s3cret@cache:6379/0") == "redis://***@cache:6379/0"
+
+
+def test_check_config_masks_a_password_in_the_query(settings):
+    """Every check-config line that names the Redis masks ?password=: OK, redis OK, and unreachable."""
+    url = f"{settings.redis_url}?password=s3cret-in-the-query"
+    live = flask_cli("sso", "check-config", env=server_env(settings, REDIS_URL=url))
+    assert live.returncode == 0, live.stdout + live.stderr  # a Redis without a password lets redis-py's AUTH pass
+    assert f"redis {settings.redis_url}?password=***" in live.stdout
+    assert f"redis OK: {settings.redis_url}?password=***" in live.stdout
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    down = flask_cli("sso", "check-config", env=server_env(settings, REDIS_URL=f"{dead}?password=s3cret-in-the-query"))
+    assert down.returncode == 2 and f"redis unreachable at {dead}?password=***" in down.stderr
+    assert "s3cret" not in live.stdout + live.stderr + down.stdout + down.stderr
+
+
 def test_development_means_plain_http_on_a_loopback_host(settings):
     """Only a loopback http issuer is development; there a port mismatch or a Secure cookie warns."""
     assert (
