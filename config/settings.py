@@ -135,6 +135,12 @@ def _http_url(name: str, value: str, *, origin_only: bool = False) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(name, f"{value!r} is not an absolute http(s) URL")
+    try:  # urlsplit checks the port only when it is read; unchecked, the first worker to read it dies
+        good_port = parts.port != 0
+    except ValueError:
+        good_port = False
+    if not good_port:
+        raise ConfigError(name, f"{value!r} has an invalid port (1-65535)")
     if parts.username is not None or parts.password is not None or parts.fragment:
         raise ConfigError(name, f"{value!r} must not carry userinfo or a fragment")
     if origin_only and (parts.path not in ("", "/") or parts.query):

@@ -105,9 +105,17 @@ def test_events_are_published_by_the_worker_greenlet(server, redis, prefix):
     assert body["session_id_hash"] in message["data"] and "session-created" in message["data"]
 
 
-def test_invalid_configuration_stops_with_one_line(settings):
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        ("SSO_ACCESS_TOKEN_TTL", "ten", "SSO_ACCESS_TOKEN_TTL: must be a non-negative integer, got 'ten'"),
+        # read only in the workers: unchecked, each one died of a traceback at boot
+        ("SSO_ISSUER", "http://localhost:80a", "SSO_ISSUER: 'http://localhost:80a' has an invalid port (1-65535)"),
+    ],
+)
+def test_invalid_configuration_stops_with_one_line(settings, variable, value, line):
     """A bad variable stops gunicorn at start with one line naming it and no secret."""
-    env = server_env(settings, SSO_ACCESS_TOKEN_TTL="ten")
+    env = server_env(settings, **{variable: value})
     srv = GunicornServer(env)
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
@@ -119,10 +127,8 @@ def test_invalid_configuration_stops_with_one_line(settings):
     )
     assert proc.returncode != 0
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "invalid configuration" in line]
-    assert lines == [
-        "fluxer-sso: invalid configuration: SSO_ACCESS_TOKEN_TTL: must be a non-negative integer, got 'ten'"
-    ]
-    assert SERVICE_SECRET not in proc.stdout + proc.stderr
+    assert lines == [f"fluxer-sso: invalid configuration: {line}"]
+    assert SERVICE_SECRET not in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
 
 
 def test_metrics_sum_across_workers_and_logs_are_json(settings, redis):

@@ -114,6 +114,14 @@ def test_escaped_newlines_in_pems_are_accepted(env):
         ({"SSO_COOKIE_DOMAIN": "bad domain;"}, "SSO_COOKIE_DOMAIN"),
         ({"SSO_REDIS_PREFIX": "sso {x}"}, "SSO_REDIS_PREFIX"),
         ({"SSO_LOGIN_URL": "ftp://x"}, "SSO_LOGIN_URL"),
+        # a port urlsplit cannot read: refused here, not by a traceback in the first worker to use it
+        ({"SSO_ISSUER": "http://localhost:80a"}, "SSO_ISSUER"),
+        ({"SSO_ISSUER": "http://127.0.0.1:99999"}, "SSO_ISSUER"),
+        ({"SSO_ISSUER": "https://sso.test:0"}, "SSO_ISSUER"),
+        ({"SSO_APP_ORIGINS": "https://app.test, http://app:abc"}, "SSO_APP_ORIGINS"),
+        ({"SSO_ALLOWED_REDIRECT_URIS": "http://app:-1/cb"}, "SSO_ALLOWED_REDIRECT_URIS"),
+        ({"SSO_LOGIN_URL": "http://app: 80/login"}, "SSO_LOGIN_URL"),
+        ({"SSO_BACKCHANNEL_LOGOUT_URIS": "fluxer=https://rp:65536/bc"}, "SSO_BACKCHANNEL_LOGOUT_URIS"),
         ({"SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES": "lots"}, "SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES"),
         ({"SSO_RATE_LIMIT_TOKEN_FAILURES": "10/fortnight"}, "SSO_RATE_LIMIT_TOKEN_FAILURES"),
         ({"SSO_RATE_LIMIT_AUTHORIZE_FAILURES": "5/0minutes"}, "SSO_RATE_LIMIT_AUTHORIZE_FAILURES"),
@@ -126,6 +134,19 @@ def test_bad_variables_name_themselves(env, change, variable):
     assert info.value.variable == variable
     assert str(info.value).startswith(f"{variable}: ")
     assert env["SSO_SERVICE_SECRET"] not in str(info.value) and "PRIVATE KEY" not in str(info.value)
+
+
+def test_a_url_with_a_bad_port_says_so(env):
+    """The line names the port as the problem; a URL with a good port or none is taken as it is."""
+    with pytest.raises(ConfigError) as info:
+        load_settings({**env, "SSO_ISSUER": "http://localhost:80a"})
+    assert str(info.value) == "SSO_ISSUER: 'http://localhost:80a' has an invalid port (1-65535)"
+    s = load_settings({**env, "SSO_ISSUER": "https://sso.test:8443", "SSO_APP_ORIGINS": "http://[::1]:3000"})
+    assert (s.issuer, s.app_origins, s.login_url) == (
+        "https://sso.test:8443",
+        ("http://[::1]:3000",),
+        "http://[::1]:3000/login",
+    )
 
 
 def test_mismatched_keys_are_refused(env):
