@@ -24,6 +24,11 @@ PREFIX_RE = re.compile(r"^[A-Za-z0-9:_.-]{0,32}$")
 PEM_BLOCK_RE = re.compile(r"-----BEGIN ([A-Z ]+)-----\s.*?-----END \1-----", re.DOTALL)
 MIN_RSA_BITS = 2048
 MIN_SECRET_LENGTH = 32
+# The ceiling of every duration (TTLs, intervals, rate-limit windows): no deployment wants more,
+# and below it every timestamp, JWT exp, cookie Max-Age and Redis EXPIRE the service computes is
+# valid (10**12 s overflowed datetime and made every /session/create a 500).
+MAX_SECONDS = 315360000
+MAX_SECONDS_TEXT = "10 years"
 
 
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
@@ -98,6 +103,14 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    """A duration: an integer of seconds, at most MAX_SECONDS."""
+    value = _int(env, name, default, minimum=minimum)
+    if value > MAX_SECONDS:
+        raise ConfigError(name, f"must be at most {MAX_SECONDS} ({MAX_SECONDS_TEXT}), got {value}")
+    return value
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
@@ -128,6 +141,8 @@ def _rate(env: Mapping[str, str], name: str, default: RateLimit | None) -> RateL
         return None
     if multiple == 0:
         raise ConfigError(name, f"the period must not be zero, got {raw!r}")
+    if multiple * PERIODS[unit] > MAX_SECONDS:
+        raise ConfigError(name, f"the period must be at most {MAX_SECONDS} seconds ({MAX_SECONDS_TEXT}), got {raw!r}")
     return RateLimit(count, multiple * PERIODS[unit])
 
 
@@ -288,23 +303,23 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         port=port,
         redis_url=redis_url,
         issuer=issuer,
-        access_token_ttl=_int(env, "SSO_ACCESS_TOKEN_TTL", 900, minimum=1),
-        refresh_token_ttl=_int(env, "SSO_REFRESH_TOKEN_TTL", 2592000, minimum=1),
-        session_ttl=_int(env, "SSO_SESSION_TTL", 2592000, minimum=1),
-        activity_update_interval=_int(env, "SSO_ACTIVITY_UPDATE_INTERVAL", 300),
+        access_token_ttl=_seconds(env, "SSO_ACCESS_TOKEN_TTL", 900, minimum=1),
+        refresh_token_ttl=_seconds(env, "SSO_REFRESH_TOKEN_TTL", 2592000, minimum=1),
+        session_ttl=_seconds(env, "SSO_SESSION_TTL", 2592000, minimum=1),
+        activity_update_interval=_seconds(env, "SSO_ACTIVITY_UPDATE_INTERVAL", 300),
         app_origins=origins,
         allowed_redirect_uris=redirect_uris,
         clients=clients,
         login_url=login_url,
         cookie_domain=cookie_domain,
         cookie_secure=_bool(env, "SSO_COOKIE_SECURE", True),
-        refresh_reuse_grace=_int(env, "SSO_REFRESH_REUSE_GRACE", 0),
+        refresh_reuse_grace=_seconds(env, "SSO_REFRESH_REUSE_GRACE", 0),
         redis_prefix=prefix,
         access_token_audience=audience,
         max_sessions_per_user=_int(env, "SSO_MAX_SESSIONS_PER_USER", 100, minimum=1),
         jwt_extra_public_keys=extra_public_keys,
-        jwks_max_age=_int(env, "SSO_JWKS_MAX_AGE", 300),
-        event_log_retention=_int(env, "SSO_EVENT_LOG_RETENTION", 86400, minimum=60),
+        jwks_max_age=_seconds(env, "SSO_JWKS_MAX_AGE", 300),
+        event_log_retention=_seconds(env, "SSO_EVENT_LOG_RETENTION", 86400, minimum=60),
         backchannel_logout_uris=_backchannel_uris(env, clients),
         rate_limit_service_auth_failures=_rate(
             env, "SSO_RATE_LIMIT_SERVICE_AUTH_FAILURES", Settings.rate_limit_service_auth_failures

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from config.keygen import ensure_env_file, env_lines, generate_key_pair
 from config.settings import ConfigError, RateLimit, load_settings
+
+TEN_YEARS = 315360000
+DURATIONS = {
+    "SSO_ACCESS_TOKEN_TTL": "access_token_ttl",
+    "SSO_REFRESH_TOKEN_TTL": "refresh_token_ttl",
+    "SSO_SESSION_TTL": "session_ttl",
+    "SSO_ACTIVITY_UPDATE_INTERVAL": "activity_update_interval",
+    "SSO_REFRESH_REUSE_GRACE": "refresh_reuse_grace",
+    "SSO_JWKS_MAX_AGE": "jwks_max_age",
+    "SSO_EVENT_LOG_RETENTION": "event_log_retention",
+}
+
+
+def iso_seconds(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +164,59 @@ def test_a_url_with_a_bad_port_says_so(env):
         ("http://[::1]:3000",),
         "http://[::1]:3000/login",
     )
+
+
+@pytest.mark.parametrize("variable", DURATIONS)
+def test_every_duration_has_a_ceiling_of_ten_years(env, variable):
+    """Ten years is taken; one second more stops the start (10**12 once made every /session/create a 500)."""
+    assert getattr(load_settings({**env, variable: str(TEN_YEARS)}), DURATIONS[variable]) == TEN_YEARS
+    for value in (TEN_YEARS + 1, 10**12):
+        with pytest.raises(ConfigError) as info:
+            load_settings({**env, variable: str(value)})
+        assert str(info.value) == f"{variable}: must be at most {TEN_YEARS} (10 years), got {value}"
+
+
+def test_a_rate_limit_window_has_the_same_ceiling(env):
+    """A window is a TTL of its counters too: ten years (3650 days) is taken, a day more is not."""
+    name = "SSO_RATE_LIMIT_TOKEN_FAILURES"
+    assert load_settings({**env, name: "5/3650days"}).rate_limit_token_failures == RateLimit(5, TEN_YEARS)
+    with pytest.raises(ConfigError) as info:
+        load_settings({**env, name: "5/3651days"})
+    assert str(info.value) == f"{name}: the period must be at most {TEN_YEARS} seconds (10 years), got '5/3651days'"
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            **{field: TEN_YEARS for field in DURATIONS.values()},
+            "rate_limit_token_failures": RateLimit(5, TEN_YEARS),
+            "rate_limit_service_auth_failures": RateLimit(5, TEN_YEARS),
+        }
+    ],
+)
+def test_the_service_works_with_every_duration_at_its_ceiling(
+    api, oauth, client, clock, redis, prefix, keys, services, settings_overrides
+):
+    """At the ceilings every timestamp, JWT exp, cookie and Redis EXPIRE stays valid: no 500, no 503."""
+    session = oauth.login()
+    assert max(redis.ttl(key) for key in redis.scan_iter(match=f"{prefix}*")) > TEN_YEARS - 60
+    validated = api.post("/session/validate", {"token_hash": session["session_id_hash"]}).get_json()
+    assert validated["valid"] is True and iso_seconds(validated["session"]["expires_at"]) == clock.now + TEN_YEARS
+    tokens = oauth.tokens()
+    refreshed = oauth.refresh(tokens["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.get_json()
+    assert refreshed.get_json()["expires_in"] > TEN_YEARS - 60
+    introspected = client.post("/introspect", data={"token": refreshed.get_json()["access_token"]}, headers=api.headers)
+    assert introspected.status_code == 200 and introspected.get_json()["active"] is True
+    cookie = client.post("/session/set-cookie", json={"token": session["token"]}, headers={"Origin": "http://app.test"})
+    assert cookie.status_code == 204 and f"Max-Age={TEN_YEARS}" in cookie.headers["Set-Cookie"]
+    # failures are counted under a ten-year window: refused as they should be, not 503
+    wrong = {"Authorization": "Service " + "x" * 40}
+    assert client.post("/session/create", json={"user_id": "1"}, headers=wrong).status_code == 401
+    assert oauth.exchange("not-a-code").status_code == 400
+    assert client.get("/.well-known/jwks.json").headers["Cache-Control"] == f"public, max-age={TEN_YEARS}"
+    assert services.worker.flush() >= 1 and redis.xlen(keys.event_log) >= 1  # appended, trimmed by a ten-year MINID
 
 
 def test_mismatched_keys_are_refused(env):
