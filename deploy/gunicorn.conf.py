@@ -2,7 +2,9 @@
 
 Environment: SSO_BIND (default 127.0.0.1:$SSO_PORT, or unix:/path), SSO_PORT
 (8090), SSO_WORKERS (default: the core count), SSO_WORKER_CONNECTIONS (1000),
-SSO_GRACEFUL_TIMEOUT (30), SSO_FORWARDED_ALLOW_IPS (127.0.0.1,::1).
+SSO_GRACEFUL_TIMEOUT (30), SSO_FORWARDED_ALLOW_IPS (127.0.0.1,::1),
+SSO_LOG_LEVEL (info). A bad value of any of them, like a bad setting of the
+app, stops gunicorn with one line naming the variable, never a traceback.
 
 ``preload_app`` stays off: each worker imports the app after gevent has
 patched it, and starts its own background greenlet in ``post_worker_init``;
@@ -14,18 +16,45 @@ import glob
 import os
 import sys
 import tempfile
+from typing import NoReturn
 
 from dotenv import load_dotenv
 from gunicorn import glogging
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _stop(variable: str, problem: str) -> NoReturn:
+    """The one line an invalid configuration gets. SystemExit passes gunicorn's config loader,
+    which turns any other exception into "Failed to read config file" and a traceback."""
+    print(f"fluxer-sso: invalid configuration: {variable}: {problem}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _int_env(name: str, default: int, *, minimum: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
+        _stop(name, f"must be a {'positive' if minimum else 'non-negative'} integer, got {raw!r}")
+    return int(raw)
+
+
+def _log_level() -> str:
+    raw = os.environ.get("SSO_LOG_LEVEL", "").strip() or "info"
+    if raw.lower() not in LOG_LEVELS:
+        _stop("SSO_LOG_LEVEL", f"must be {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}, got {raw!r}")
+    return raw.lower()
+
 
 load_dotenv(os.environ.get("SSO_ENV_FILE", ".env"))
 
 bind = os.environ.get("SSO_BIND") or f"127.0.0.1:{os.environ.get('SSO_PORT') or '8090'}"
 worker_class = "gevent"
-workers = int(os.environ.get("SSO_WORKERS") or os.cpu_count() or 1)
-worker_connections = int(os.environ.get("SSO_WORKER_CONNECTIONS") or 1000)
+workers = _int_env("SSO_WORKERS", os.cpu_count() or 1, minimum=1)
+worker_connections = _int_env("SSO_WORKER_CONNECTIONS", 1000, minimum=1)
 preload_app = False
-graceful_timeout = int(os.environ.get("SSO_GRACEFUL_TIMEOUT") or 30)
+graceful_timeout = _int_env("SSO_GRACEFUL_TIMEOUT", 30, minimum=0)
 timeout = 30
 keepalive = 5
 forwarded_allow_ips = os.environ.get("SSO_FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
@@ -53,7 +82,7 @@ class AppWritesAccessLog(glogging.Logger):
 
 logger_class = AppWritesAccessLog
 errorlog = "-"
-loglevel = os.environ.get("SSO_LOG_LEVEL", "info")
+loglevel = _log_level()
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -82,8 +111,7 @@ def on_starting(server):  # noqa: ARG001 - gunicorn hook signature
     try:
         load_settings(os.environ)
     except ConfigError as exc:
-        print(f"fluxer-sso: invalid configuration: {exc}", file=sys.stderr)
-        sys.exit(1)
+        _stop(exc.variable, exc.problem)
     # prometheus_client's multiprocess mode: every worker writes its values under
     # this directory; /metrics sums them. It must be set before workers import it.
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="fluxer-sso-metrics-")

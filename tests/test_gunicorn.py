@@ -111,12 +111,18 @@ def test_events_are_published_by_the_worker_greenlet(server, redis, prefix):
         ("SSO_ACCESS_TOKEN_TTL", "ten", "SSO_ACCESS_TOKEN_TTL: must be a non-negative integer, got 'ten'"),
         # read only in the workers: unchecked, each one died of a traceback at boot
         ("SSO_ISSUER", "http://localhost:80a", "SSO_ISSUER: 'http://localhost:80a' has an invalid port (1-65535)"),
+        # the deployment knobs deploy/gunicorn.conf.py reads itself: a traceback, before
+        ("SSO_WORKERS", "two", "SSO_WORKERS: must be a positive integer, got 'two'"),
+        ("SSO_WORKERS", "0", "SSO_WORKERS: must be a positive integer, got '0'"),
+        ("SSO_WORKER_CONNECTIONS", "1k", "SSO_WORKER_CONNECTIONS: must be a positive integer, got '1k'"),
+        ("SSO_GRACEFUL_TIMEOUT", "-5", "SSO_GRACEFUL_TIMEOUT: must be a non-negative integer, got '-5'"),
+        ("SSO_LOG_LEVEL", "loud", "SSO_LOG_LEVEL: must be debug, info, warning, error or critical, got 'loud'"),
     ],
 )
 def test_invalid_configuration_stops_with_one_line(settings, variable, value, line):
     """A bad variable stops gunicorn at start with one line naming it and no secret."""
-    env = server_env(settings, **{variable: value})
-    srv = GunicornServer(env)
+    srv = GunicornServer(server_env(settings))
+    srv.env[variable] = value  # after the server's own SSO_WORKERS and SSO_GRACEFUL_TIMEOUT
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
         cwd=ROOT,
