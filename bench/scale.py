@@ -240,7 +240,7 @@ class Filler:
         now = int(time.time())
         ttl = str(SESSION_TTL).encode()
         fixed = [str(now).encode(), str(now + SESSION_TTL).encode(), ttl, b"203.0.113.7", USER_AGENT.encode(),
-                 b"web", self.claims, str(CAP).encode(), ttl, b""]  # fmt: skip
+                 b"web", self.claims, str(CAP).encode(), ttl, str(now).encode(), b"0"]  # fmt: skip
         keep_every = max(1, left // sample) if sample else 0
         sha, encode, sha1 = hashlib.sha256, base64.urlsafe_b64encode, self.sha.encode()
         with socket.create_connection(("127.0.0.1", self.port), timeout=60) as sock:
@@ -265,7 +265,7 @@ class Filler:
                     ukey = self.keys.index(user)
                     mark = self.keys.request(digest[0], "fill")
                     rec = record.encode()
-                    head = [b"EVALSHA", sha1, b"4", rec, ukey.encode(), rec, mark.encode(), sid.encode(), user.encode()]
+                    head = [b"EVALSHA", sha1, b"3", rec, ukey.encode(), mark.encode(), sid.encode(), user.encode()]
                     batch.append(_resp([*head, *fixed]))
                     left -= 1
                     out.sessions += 1

@@ -96,7 +96,8 @@ class SessionService:
     ) -> tuple[str, Session]:
         """A new session and its token; the token is never stored."""
         token, sid = self.store.new_session_token(user_id)
-        now = int(self.clock())
+        at = self.clock()  # to the millisecond in the index: it orders creations within one second
+        now = int(at)
         session = Session(
             session_id_hash=sid,
             user_id=user_id,
@@ -111,7 +112,7 @@ class SessionService:
         evicted_sessions = self.store.create_session(
             sid,
             user_id,
-            now,
+            at,
             session.expires_at,
             {
                 "client_ip": session.client_ip,

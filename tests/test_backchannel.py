@@ -141,6 +141,36 @@ def test_eviction_notifies(settings, receiver, clock, redis):
         app.extensions["sso"].redis.close()
 
 
+def test_every_session_a_lowered_cap_evicts_notifies(settings, receiver, clock, redis):
+    """Restarted with a smaller cap, one sign-in ends the whole surplus: each evicted session's client is told."""
+    from app import create_app
+    from tests.conftest import Api, OAuth
+
+    def app_with_cap(cap: int):
+        uris = (("fluxer", receiver.uri),)
+        return create_app(dataclasses.replace(settings, max_sessions_per_user=cap, backchannel_logout_uris=uris),
+                          clock=clock)  # fmt: skip
+
+    def oauth_of(app):
+        client = app.test_client()
+        return OAuth(client, Api(client, {"Authorization": f"Service {SERVICE_SECRET}"}))
+
+    before, after = app_with_cap(4), app_with_cap(1)
+    try:
+        first, oauth = [], oauth_of(before)
+        for _ in range(3):
+            first.append(oauth.login()["session_id_hash"])
+            oauth.tokens()
+            clock.advance(1)
+        oauth_of(after).login()  # ends all three
+        deliver(after.extensions["sso"])
+        told = [jwt.decode(p["logout_token"], options={"verify_signature": False})["sid"] for p in receiver.received]
+        assert sorted(told) == sorted(first)
+    finally:
+        before.extensions["sso"].redis.close()
+        after.extensions["sso"].redis.close()
+
+
 def test_failures_are_retried_with_backoff_then_given_up(oauth, api, services, receiver, clock):
     """5xx: retried after 1, 2, 4 … s (a fresh token each time); delivered once the client answers 200."""
     session = oauth.login()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
+from app import create_app
 from sso.digests import token_hash
 from tests.conftest import OTHER_SECRET, SERVICE_SECRET, live_keys
 
@@ -45,6 +47,31 @@ def test_create_publishes_session_created(api, events, services):
     assert event["type"] == "session-created"
     assert event["user_id"] == "42" and event["session_id_hashes"] == [body["session_id_hash"]]
     assert ISO.match(event["at"])
+
+
+def test_create_after_the_cap_was_lowered_ends_the_surplus_and_publishes_it(api, services, events, clock):
+    """Restarted with a smaller cap, a user holding more gets 201; every session the creation ended
+    is published in one session-invalidated with reason evicted, and the user holds the new cap."""
+    sids = []
+    for _ in range(30):
+        sids.append(api.create("42")["session_id_hash"])
+        clock.advance(1)
+    services.worker.flush()
+    events.drain(0.1)
+    lowered = create_app(dataclasses.replace(services.settings, max_sessions_per_user=5), clock=clock)
+    try:
+        response = lowered.test_client().post("/session/create", json={"user_id": "42"}, headers=api.headers)
+        assert response.status_code == 201, response.get_json()
+        lowered.extensions["sso"].worker.flush()
+        published = events.drain()
+        assert [e["type"] for e in published] == ["session-invalidated", "session-created"]
+        assert published[0]["session_id_hashes"] == sids[:26] and published[0]["reason"] == "evicted"
+        status = api.post("/session/status", {"session_id_hashes": sids}).get_json()["sessions"]
+        assert [sid for sid in sids if status[sid]] == sids[26:]
+        listed = api.client.get("/session/list/42", headers=api.headers).get_json()
+        assert len(listed["sessions"]) == 5
+    finally:
+        lowered.extensions["sso"].redis.close()
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from sso.digests import b64url
-from sso.store import FAMILIES_PER_SESSION, MARKS_PER_SESSION, Revoked
+from sso.store import FAMILIES_PER_SESSION, MARKS_PER_SESSION, RedisStore, Revoked
 from sso.store.layout import (
     BAND,
     BUCKET_TAGS,
@@ -29,9 +29,21 @@ pytestmark = pytest.mark.topologies
 FIELDS = {"client_ip": "", "user_agent": "", "platform": "", "claims": "{}"}
 
 
-def create(store, user_id: str, now: int, ttl: int = 3600) -> tuple[str, list[str]]:
-    _, sid = store.new_session_token(user_id)
-    return sid, store.create_session(sid, user_id, now, now + ttl, FIELDS)
+def create(store, user_id: str, now: float, ttl: int = 3600, sid: str = "") -> tuple[str, list[str]]:
+    sid = sid or store.new_session_token(user_id)[1]
+    return sid, store.create_session(sid, user_id, now, int(now) + ttl, FIELDS)
+
+
+def capped(services, cap: int) -> RedisStore:
+    """The service's store with another session cap: the same Redis and prefix, as after a restart."""
+    store = services.store
+    return RedisStore(store.redis, store.prefix, wait_for_replica=store.runner.wait_for_replica,
+                      max_sessions_per_user=cap)  # fmt: skip
+
+
+def sids_in_order(user_id: str, n: int) -> list[str]:
+    """``n`` session ids of the user, ascending: the index's member order alone would pick the first."""
+    return sorted(draw_session_token(user_id)[1] for _ in range(n))
 
 
 def family_fields(redis, store, sid: str) -> list[str]:
@@ -145,6 +157,115 @@ def test_sessions_that_expired_do_not_count_toward_the_cap(services, redis, cloc
         create(store, "7", now + i, ttl=60)
     sid, evicted = create(store, "7", now + 200, ttl=60)
     assert evicted == [] and redis.zrange(store.keys.index("7"), 0, -1) == [sid]
+
+
+def test_an_expired_session_still_indexed_does_not_count_toward_the_cap(services, redis, clock):
+    """A session used after its creation stays in the index (scored by activity) once its record has
+    expired on its fixed expires_at: at the cap it is dropped, and no live session is evicted for it."""
+    store, now = capped(services, 2), int(clock.now)
+    a, _ = create(store, "7", now, ttl=60)
+    b, _ = create(store, "7", now + 1)
+    assert store.touch_many([("7", a, now + 2)], interval=1) == 1  # a now ranks above b
+    redis.pexpire(store.keys.session(a), 1)  # its record ends; the index keeps it
+    while redis.exists(store.keys.session(a)):
+        time.sleep(0.005)
+    c, evicted = create(store, "7", now + 3)
+    assert evicted == []
+    assert sorted(redis.zrange(store.keys.index("7"), 0, -1)) == sorted([b, c])
+    assert redis.exists(store.keys.session(b), store.keys.session(c)) == 2
+
+
+def test_only_live_sessions_are_evicted_however_many_are_dead(services, redis, clock):
+    """Dead members ranked below and above the live ones (held under a larger cap): only the least
+    recently active live one goes."""
+    store, now = services.store, int(clock.now)
+    sids = [create(store, "7", now + i)[0] for i in range(6)]
+    store.touch_many([("7", sids[0], now + 10), ("7", sids[1], now + 11)], interval=1)
+    for sid in (sids[0], sids[3], sids[5]):  # dead: two recently active, one never used since
+        redis.delete(store.keys.session(sid))
+    new, evicted = create(capped(services, 3), "7", now + 12)
+    assert [e.sid for e in evicted] == [sids[2]]
+    assert sorted(redis.zrange(store.keys.index("7"), 0, -1)) == sorted([sids[1], sids[4], new])
+
+
+def test_a_tie_in_last_activity_evicts_the_oldest_created(services, redis, clock):
+    """Activity is kept to the second: of two sessions last active in the same second, the older goes,
+    whatever the order of their ids."""
+    store, now = capped(services, 2), int(clock.now)
+    later, older = sids_in_order("7", 2)  # the member order alone would evict ``later``
+    create(store, "7", now, sid=older)
+    create(store, "7", now + 1, sid=later)
+    assert store.touch_many([("7", older, now + 1)], interval=1) == 1  # both last active at now + 1
+    _, evicted = create(store, "7", now + 2)
+    assert [e.sid for e in evicted] == [older] and redis.exists(store.keys.session(later))
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_sessions_per_user": 2}])
+def test_of_two_sessions_created_in_the_same_second_the_first_is_evicted(services, redis, events, clock,
+                                                                         monkeypatch):  # fmt: skip
+    """Created in the same second and never used since: the one created first is the least recently active."""
+    second, first = (draw_session_token("7") for _ in range(2))
+    if first[1] < second[1]:
+        first, second = second, first  # the member order alone would evict ``second``
+    drawn = iter([first, second, draw_session_token("7")])
+    monkeypatch.setattr(services.store, "new_session_token", lambda user_id: next(drawn))
+    clock.now += 0.2
+    services.sessions.create("7")
+    clock.now += 0.5
+    services.sessions.create("7")
+    services.worker.flush()
+    events.drain(0.1)
+    clock.now += 0.1
+    services.sessions.create("7")
+    services.worker.flush()
+    published = events.drain()
+    assert published[0]["session_id_hashes"] == [first[1]] and published[0]["reason"] == "evicted"
+    assert redis.exists(services.store.keys.session(second[1]))
+
+
+def test_a_lowered_cap_evicts_the_whole_surplus_in_one_creation(services, redis, clock):
+    """Restarted with a smaller cap, the next creation ends every session above it, least recently
+    active first, and the user holds exactly the cap."""
+    store, now = services.store, int(clock.now)
+    sids = [create(store, "7", now + i)[0] for i in range(30)]
+    new, evicted = create(capped(services, 5), "7", now + 30)
+    assert [e.sid for e in evicted] == sids[:26]
+    assert sorted(redis.zrange(store.keys.index("7"), 0, -1)) == sorted([*sids[26:], new])
+    assert not any(redis.exists(store.keys.session(sid)) for sid in sids[:26])
+
+
+def test_creation_at_the_cap_outlasts_a_login_storm(services, redis, clock, monkeypatch):
+    """Sessions created between the rounds count as live; after the last round the session is created
+    all the same, every eviction is reported, and the racing creation is left to the next one."""
+    store, now = capped(services, 1), int(clock.now)
+    first, _ = create(store, "7", now)
+    real_run, during = store.runner.run, []
+
+    def storm(name, keys, args=()):
+        if name == "create_session" and len(keys) > 3:  # a round that declares the index's records
+            during.append(create(capped(services, 100), "7", now)[0])
+        return real_run(name, keys, args)
+
+    monkeypatch.setattr(store.runner, "run", storm)
+    new, evicted = create(store, "7", now + 1)
+    assert len(during) == MAX_CHANGED_RETRIES - 1
+    assert [e.sid for e in evicted] == [first, *during[:-1]]
+    assert sorted(redis.zrange(store.keys.index("7"), 0, -1)) == sorted([during[-1], new])
+
+
+def test_a_retried_creation_at_the_cap_reports_its_evictions(services, redis, clock):
+    """The same request run again (its reply lost) creates nothing more and reports what it evicted."""
+    store, now = services.store, int(clock.now)
+    sids = [create(store, "7", now + i)[0] for i in range(3)]
+    _, new = store.new_session_token("7")
+    keys = [store.keys.session(new), store.keys.index("7"), store.keys.request(user_bucket("7"), "req-3")]
+    args = [new, "7", now + 5, now + 3600, 3600, "", "", "", "{}", 2, 3600, now + 5, 0]  # at a cap of 2
+    full = store.runner.run("create_session", keys, args)
+    assert full[:2] == ["full", ""] and sorted(full[2:]) == sorted(sids)
+    declared = [keys + [store.keys.session(s) for s in sids], args + sids]
+    assert store.runner.run("create_session", *declared) == ["ok", f"{sids[0]} {sids[1]}"]
+    assert store.runner.run("create_session", *declared) == ["ok", f"{sids[0]} {sids[1]}"]
+    assert redis.zcard(store.keys.index("7")) == 2
 
 
 def test_invalidate_all_at_the_cap_is_one_short_script(services, clock):

@@ -202,6 +202,12 @@ class Keys:
             return None
         return f"{self._bases[bucket]}s:{sid}"
 
+    def indexed_sessions(self, user_id: str, sids: list[str]) -> list[str]:
+        """The record keys of the sids in a user's index, named in the user's bucket without decoding
+        each (the index holds only sids of that bucket; any other name is still a key of its slot)."""
+        base = f"{self._bases[user_bucket(user_id)]}s:"
+        return [base + sid for sid in sids]
+
     def index(self, user_id: str) -> str:
         return f"{self._bases[user_bucket(user_id)]}u:{user_id}"
 

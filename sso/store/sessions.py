@@ -3,7 +3,8 @@
 A record is one hash, ``P{T}:s:<sid>``, in the user's bucket: ending a session
 is one DEL, and the refresh families and revocation marks that live inside it
 go with it. The index ``P{T}:u:<user>`` scores each sid by its last activity,
-which orders the listing and names the session to evict at the cap.
+which orders the listing and, with the records it names, the sessions to evict
+at the cap.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
 from sso.store.connections import primaries
@@ -40,10 +40,6 @@ class Ended:
         return cls(sid, tuple(c for c in clients.split(",") if c))
 
 
-class StoreBusy(RedisError):
-    """A bounded retry loop gave up under concurrent changes: a 503, like any unavailable store."""
-
-
 def _request_id() -> str:
     return secrets.token_hex(12)
 
@@ -58,33 +54,40 @@ class SessionRecords:
         self.keys = keys
         self.max_per_user = max_per_user
 
-    def create(self, sid: str, user_id: str, now: int, expires_at: int, fields: dict[str, str]) -> list[Ended]:
+    def create(self, sid: str, user_id: str, at: float, expires_at: int, fields: dict[str, str]) -> list[Ended]:
         """Write the record and index it; the sessions evicted for the cap (least recently active first).
 
-        One script call; at the cap one more per evicted session, since a script
-        may touch only the keys it declares and the victim is known only then.
+        ``at`` is the creation time: to the second in the record, to the millisecond in the index,
+        where it orders sessions created in the same second. One script call below the cap. At the
+        cap the script lists the index, and a second call declares every record in it (a script may
+        touch only the keys it declares): it drops the members whose record expired and evicts as
+        many live sessions as it takes to make room, the whole surplus if the cap was lowered. That
+        reads one record per member: the cap, plus those expired since the user's last creation at
+        it (or, once, the surplus of a lowered cap). Sessions created meanwhile count as live and can
+        call for another round; the last round creates the session all the same and leaves those
+        racing ones to the user's next creation, rather than refuse a valid caller with a 503
+        (``invalidate_all`` does the same).
         """
         record, index = self.keys.session(sid), self.keys.index(user_id)
         if record is None or sid_bucket(sid) != user_bucket(user_id):
             raise ValueError("the session id hash is not in the user's bucket")
         mark = self.keys.request(user_bucket(user_id), _request_id())
+        now = int(at)
         ttl = max(1, expires_at - now)
-        evicted: list[Ended] = []
-        victim = ""
-        for _ in range(self.max_per_user + 1):
-            victim_key = self.keys.session(victim) if victim else record
-            outcome, *rest = self.runner.run(
+        args: list[EncodableT] = [
+            sid, user_id, now, expires_at, ttl, fields["client_ip"], fields["user_agent"], fields["platform"],
+            fields["claims"], self.max_per_user, ttl, f"{at:.3f}",
+        ]  # fmt: skip
+        members: list[str] = []
+        for round_ in range(1, MAX_CHANGED_RETRIES + 1):
+            outcome, evicted, *members = self.runner.run(
                 "create_session",
-                [record, index, victim_key or record, mark],
-                [sid, user_id, now, expires_at, ttl, fields["client_ip"], fields["user_agent"], fields["platform"],
-                 fields["claims"], self.max_per_user, ttl, victim],
-            )  # fmt: skip
+                [record, index, mark, *self.keys.indexed_sessions(user_id, members)],
+                [*args, int(round_ == MAX_CHANGED_RETRIES), *members],
+            )
             if outcome == "ok":
-                return evicted + [Ended.parse(s) for s in rest[:1] if s]
-            victim, gone = rest[0], rest[1]
-            if gone:
-                evicted.append(Ended.parse(gone))
-        raise StoreBusy("could not make room for a new session")
+                break
+        return [Ended.parse(entry) for entry in evicted.split()]
 
     def find(self, sid: str) -> dict[str, str] | None:
         """One HMGET: the record of a session id hash, or None."""
