@@ -10,6 +10,7 @@ import pytest
 
 from sso.cookies import COOKIE_NAME
 from sso.digests import token_hash
+from sso.store import ALIVE_PER_FAMILY
 from sso.store.layout import RefreshToken, code_bucket
 from tests.conftest import CHALLENGE, REDIRECT_URI, VERIFIER
 from tests.test_token_state import introspect
@@ -367,3 +368,20 @@ def test_refresh_garbage(oauth, token):
     response = oauth.refresh(token)
     assert response.status_code == 400
     assert response.get_json()["error"] in ("invalid_grant", "invalid_request")
+
+
+def test_rotation_is_refused_past_the_bound_of_live_access_tokens(oauth, clock, settings):
+    """A family that has minted ALIVE_PER_FAMILY access tokens within one lifetime is refused the next
+    (invalid_grant); the refusal changes nothing, and once its tokens have expired the same refresh
+    token rotates."""
+    oauth.login()
+    token = oauth.tokens()["refresh_token"]
+    for _ in range(ALIVE_PER_FAMILY - 1):
+        token = oauth.refresh(token).get_json()["refresh_token"]
+    refused = oauth.refresh(token)
+    assert refused.status_code == 400 and refused.get_json() == {
+        "error": "invalid_grant",
+        "error_description": "The refresh token was used too often; retry later.",
+    }
+    clock.advance(settings.access_token_ttl)
+    assert oauth.refresh(token).status_code == 200

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from sso.events import iso8601
+from sso.store import ALIVE_PER_FAMILY
 from tests.test_event_log import published  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.topologies
@@ -81,3 +82,59 @@ def test_nothing_is_published_for_unknown_or_foreign_tokens(oauth, published):  
     oauth.client.post("/revoke", data={"token": "garbage", "client_id": "fluxer"})
     oauth.client.post("/revoke", data={"token": body["refresh_token"], "client_id": "fluxer-admin"})
     assert revoked_events(published()) == []
+
+
+def rotate(oauth, clock, refresh_token: str, times: int, every: int) -> tuple[list[str], str]:
+    """Refresh ``times`` times, ``every`` seconds apart: the access tokens minted and the last refresh token."""
+    minted = []
+    for _ in range(times):
+        clock.advance(every)
+        body = oauth.refresh(refresh_token).get_json()
+        minted.append(body["access_token"])
+        refresh_token = body["refresh_token"]
+    return minted, refresh_token
+
+
+def test_reuse_names_every_unexpired_access_token_of_a_family_rotated_often(oauth, published, clock):  # noqa: F811
+    """A thief who rotated a stolen refresh token 20 times within one access-token lifetime: the reuse
+    names all 21 of the family's unexpired access tokens (API instances refuse exact jtis only)."""
+    oauth.login()
+    first = oauth.tokens()
+    minted, _ = rotate(oauth, clock, first["refresh_token"], 20, every=5)
+    minted.insert(0, first["access_token"])
+    published()
+    assert oauth.refresh(first["refresh_token"]).get_json()["error"] == "invalid_grant"
+    (event,) = revoked_events(published())
+    assert event["reason"] == "refresh-reuse"
+    assert event["jtis"] == [claims(token)["jti"] for token in minted]
+    assert event["expires_at"] == iso8601(claims(minted[-1])["exp"])
+
+
+def test_a_long_lived_family_names_its_unexpired_tokens_not_its_history(oauth, published, clock, settings):  # noqa: F811
+    """100 refreshes a minute apart: the event names every token still unexpired and, beyond them, only
+    tokens that expired within the last half lifetime, never the family's whole history."""
+    oauth.login()
+    first = oauth.tokens()
+    minted, last = rotate(oauth, clock, first["refresh_token"], 100, every=60)
+    published()
+    oauth.client.post("/revoke", data={"token": last, "client_id": "fluxer"})
+    (event,) = revoked_events(published())
+    jtis = [claims(token)["jti"] for token in minted]
+    alive = [claims(token)["jti"] for token in minted if claims(token)["exp"] > clock.now]
+    assert len(alive) == settings.access_token_ttl // 60
+    assert event["jtis"] == jtis[len(jtis) - len(event["jtis"]) :]  # the newest ones, in order
+    assert set(alive) <= set(event["jtis"])
+    assert len(event["jtis"]) <= len(alive) + settings.access_token_ttl // 2 // 60 + 1
+
+
+def test_a_family_at_its_bound_has_every_access_token_named(oauth, published, clock):  # noqa: F811
+    """Rotations stop at ALIVE_PER_FAMILY live access tokens, so the reuse that ends the family names
+    every one of them: the event stays complete and of bounded size."""
+    oauth.login()
+    first = oauth.tokens()
+    minted, last = rotate(oauth, clock, first["refresh_token"], ALIVE_PER_FAMILY - 1, every=0)
+    assert oauth.refresh(last).get_json()["error"] == "invalid_grant"  # one more would be past the bound
+    published()
+    assert oauth.refresh(first["refresh_token"]).get_json()["error"] == "invalid_grant"
+    (event,) = revoked_events(published())
+    assert event["jtis"] == [claims(token)["jti"] for token in [first["access_token"], *minted]]

@@ -138,7 +138,7 @@ class Codes:
              FAMILIES_PER_SESSION],
         )  # fmt: skip
         if r[0] == "used":
-            revoked = family_revoked(user_id, sid, r[1], int(r[2]), int(r[3]), now) if r[1] else None
+            revoked = family_revoked(user_id, sid, r[1], int(r[2]), int(r[3]), int(r[4]), now) if r[1] else None
             return Redemption("used", revoked_family=r[1], revoked=revoked)
         if r[0] != "ok":
             return Redemption(r[0])
@@ -150,5 +150,5 @@ class Codes:
             auth_time=int(r[2]),
             family_expires_at=int(r[3]),
             revoked_family=r[5],
-            revoked=family_revoked(user_id, sid, r[5], int(r[6]), int(r[7]), now) if r[5] else None,
+            revoked=family_revoked(user_id, sid, r[5], int(r[6]), int(r[7]), int(r[8]), now) if r[5] else None,
         )

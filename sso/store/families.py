@@ -16,14 +16,14 @@ from typing import Any
 
 from sso.store.layout import Keys, RefreshToken
 from sso.store.runner import ReplicaTimeout, Runner
-from sso.store.token_state import Revoked, family_revoked
+from sso.store.token_state import ALIVE_PER_FAMILY, Revoked, family_revoked
 
 
 @dataclass(frozen=True)
 class Rotation:
     """What the rotation script decided for a presented refresh token."""
 
-    outcome: str  # ok | grace | reuse | invalid | scope
+    outcome: str  # ok | grace | reuse | invalid | scope | limit (ALIVE_PER_FAMILY reached)
     user_id: str = ""
     sid: str = ""
     scope: str = ""
@@ -71,7 +71,7 @@ class Families:
             "rotate_refresh",
             [record],
             [token.sid, token.fid, token.gen, token.mac, now, grace, client_id, scope, secrets.token_hex(12),
-             access_expires_at],
+             access_expires_at, ALIVE_PER_FAMILY],
         )  # fmt: skip
         if r[0] in ("ok", "grace"):
             return Rotation(
@@ -89,9 +89,9 @@ class Families:
                 family_id=token.fid,
             )
         if r[0] == "reuse":
-            revoked = family_revoked(r[1], token.sid, token.fid, int(r[2]), int(r[3]), now)
+            revoked = family_revoked(r[1], token.sid, token.fid, int(r[2]), int(r[3]), int(r[4]), now)
             return Rotation(outcome="reuse", user_id=r[1], sid=token.sid, family_id=token.fid, revoked=revoked)
-        return Rotation(outcome=r[0])
+        return Rotation(outcome=r[0], family_id=token.fid)
 
     def revoke(self, presented: str, client_id: str | None, now: int) -> tuple[int, Revoked | None]:
         """(1 revoked, 0 unknown, -1 owned by another client and left alive; the family's access
@@ -104,7 +104,7 @@ class Families:
         def parse(r: list[Any]) -> tuple[int, Revoked | None]:
             if int(r[0]) != 1:
                 return int(r[0]), None
-            return 1, family_revoked(r[1], token.sid, token.fid, int(r[2]), int(r[3]), now)
+            return 1, family_revoked(r[1], token.sid, token.fid, int(r[2]), int(r[3]), int(r[4]), now)
 
         try:
             return parse(

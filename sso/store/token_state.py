@@ -21,9 +21,11 @@ from sso.store.layout import Keys
 from sso.store.runner import ReplicaTimeout, Runner
 
 MARKS_PER_SESSION = 64
-# A revoked family's event names its last JTI_WINDOW access tokens: a client that refreshes when
-# its access token expires has one or two alive; the record's mark covers all of them regardless.
-JTI_WINDOW = 16
+# The most access tokens of one family that may be alive at once: a rotation that would mint one more
+# is refused (a client that refreshes as its token expires has one or two alive), so the event of an
+# ended family names every token of it that may be alive (API instances refuse exact jtis), in a
+# message of bounded size. The family's checkpoints tell which may be (sso/store/lua/lib.lua).
+ALIVE_PER_FAMILY = 256
 
 
 def family_of(jti: str) -> str:
@@ -40,11 +42,15 @@ class Revoked:
     expires_at: int
 
 
-def family_revoked(user_id: str, sid: str, fid: str, latest_exp: int, minted: int, now: int) -> Revoked | None:
-    """The still-unexpired access tokens of an ended family (None when all have expired)."""
+def family_revoked(
+    user_id: str, sid: str, fid: str, latest_exp: int, minted: int, alive_from: int, now: int
+) -> Revoked | None:
+    """The access tokens of an ended family that may not have expired (None when all have): from the
+    index its checkpoints give (0 when unknown: a record of the previous version), at most the last
+    ALIVE_PER_FAMILY (the rotation bound keeps every one that may be alive among them)."""
     if latest_exp <= now or minted <= 0:
         return None
-    jtis = tuple(f"{fid}.{i}" for i in range(max(0, minted - JTI_WINDOW), minted))
+    jtis = tuple(f"{fid}.{i}" for i in range(max(0, alive_from, minted - ALIVE_PER_FAMILY), minted))
     return Revoked(user_id, sid, jtis, latest_exp)
 
 
@@ -85,7 +91,7 @@ class TokenState:
             if int(r[0]) == 0:
                 return None
             if int(r[0]) == 2:
-                family = family_revoked(user_id, sid, family_of(jti), int(r[1]), int(r[2]), now)
+                family = family_revoked(user_id, sid, family_of(jti), int(r[1]), int(r[2]), int(r[3]), now)
                 if family is not None:
                     return Revoked(user_id, sid, tuple(dict.fromkeys((jti, *family.jtis))), max(exp, family.expires_at))
             return Revoked(user_id, sid, (jti,), exp)

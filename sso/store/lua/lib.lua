@@ -2,20 +2,77 @@
 -- A family is the field 'f:<fid>' of its session record: g generation, n access tokens minted
 -- (jti '<fid>.<i>'), qn/q the token index and request id of the last rotation, r last rotation,
 -- x latest exp of its access tokens (never past e: no access token outlives its family), e expiry,
--- t created, k MAC key (hex), c client_id, s scope. The record's field 'y' revokes the access
+-- t created, k MAC key (hex), c client_id, s scope, and h its checkpoints (below), written after q
+-- as '/x:n' each. The record's field 'y' revokes the access
 -- tokens of every family the session has ended ('raise_ended'); 'j:<jti>' revokes one token.
 -- Numbers are written at a fixed width, so the record's size never changes as a family rotates.
+--
+-- Checkpoints say which of a family's access tokens may still be alive, so that the tokens-revoked
+-- event of an ended family can name each of them. A checkpoint {x, n} means "every token below
+-- index n expires by x"; after each mint the family's own {x, n} is recorded, replacing the newest
+-- checkpoint while x stays in the same quarter-lifetime span (x // w, w = ceil(access token TTL/4)),
+-- else pushed out the oldest. CHECKPOINTS spans of distinct width-w steps reach back further than a
+-- lifetime, so at any instant some checkpoint has passed, and every token below the latest passed
+-- one has expired: the tokens still alive are among the rest, and at most those of half a
+-- lifetime more are named with them. What a family stores stays the same size.
+-- The previous version wrote no checkpoints (its q is the request id alone) and drops them when it
+-- rotates (during a rolling deploy): such a family reads as CHECKPOINTS copies of its own {x, n}.
+local CHECKPOINTS = 6
 
 local function decode_family(text)
   local g, n, qn, r, x, e, t, k, q, c, s = string.match(text,
     '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%x+) (%S+) (%S+) ?(.*)$')
-  return {g = tonumber(g), n = tonumber(n), qn = tonumber(qn), r = tonumber(r), x = tonumber(x),
-    e = tonumber(e), t = tonumber(t), k = k, q = q, c = c, s = s}
+  local f = {g = tonumber(g), n = tonumber(n), qn = tonumber(qn), r = tonumber(r), x = tonumber(x),
+    e = tonumber(e), t = tonumber(t), k = k, c = c, s = s, h = {}}
+  local checkpoints
+  f.q, checkpoints = string.match(q, '^([^/]*)(.*)$')
+  for cx, cn in string.gmatch(checkpoints, '/(%d+):(%d+)') do
+    table.insert(f.h, {tonumber(cx), tonumber(cn)})
+  end
+  if #f.h ~= CHECKPOINTS then
+    f.h = {}
+    for i = 1, CHECKPOINTS do f.h[i] = {f.x, f.n} end
+  end
+  return f
 end
 
 local function encode_family(f)
-  return string.format('%010d %010d %010d %010d %010d %010d %010d %s %s %s %s',
-    f.g, f.n, f.qn, f.r, f.x, f.e, f.t, f.k, f.q, f.c, f.s)
+  local h = {}
+  for i, c in ipairs(f.h) do h[i] = string.format('/%010d:%010d', c[1], c[2]) end
+  return string.format('%010d %010d %010d %010d %010d %010d %010d %s %s%s %s %s',
+    f.g, f.n, f.qn, f.r, f.x, f.e, f.t, f.k, f.q, table.concat(h), f.c, f.s)
+end
+
+-- The checkpoints of a family that has minted one token (index 0) expiring at x.
+local function first_checkpoints(x)
+  local h = {}
+  for i = 1, CHECKPOINTS - 1 do h[i] = {0, 0} end
+  h[CHECKPOINTS] = {x, 1}
+  return h
+end
+
+-- After a mint: record the family's {x, n} (ttl: the access token lifetime it was minted with).
+local function checkpoint(f, ttl)
+  local w = math.max(1, math.ceil(ttl / 4))
+  local newest = f.h[CHECKPOINTS]
+  if math.floor(f.x / w) ~= math.floor(newest[1] / w) then
+    table.remove(f.h, 1)
+    table.insert(f.h, {f.x, f.n})
+  else
+    f.h[CHECKPOINTS] = {f.x, f.n}
+  end
+end
+
+-- The index from which the family's access tokens may still be alive at ``now``: that of the latest
+-- checkpoint passed, or nil when none has (a record of the previous version, or a longer lifetime
+-- configured since its tokens were minted).
+local function alive_from(f, now)
+  local from
+  for _, c in ipairs(f.h) do
+    if c[1] <= now then from = c[2] end
+  end
+  if f.x <= now then from = f.n end
+  return from
 end
 
 local function hex2bin(hex)
@@ -58,11 +115,12 @@ end
 
 -- End a family: its refresh tokens stop working at once, and its access tokens that have not
 -- expired yet are revoked by raising 'y' to their latest exp.
--- Returns {latest exp, tokens minted} as strings, for the tokens-revoked event.
+-- Returns {latest exp, tokens minted, index from which they may be alive (0: unknown)} as strings,
+-- for the tokens-revoked event.
 local function end_family(rec, fid, fam, now)
   redis.call('HDEL', rec, 'f:' .. fid)
   if fam.x > now then raise_ended(rec, fam.x) end
-  return {string.format('%d', fam.x), string.format('%d', fam.n)}
+  return {string.format('%d', fam.x), string.format('%d', fam.n), string.format('%d', alive_from(fam, now) or 0)}
 end
 
 -- The record's live families ({fid = {e = expiry, t = created, text = the field}}; decode_family

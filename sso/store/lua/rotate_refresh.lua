@@ -1,12 +1,15 @@
 -- KEYS: session record.
 -- ARGV: sid, fid, generation, MAC (hex) of the presented token, now, grace, client_id,
---       requested scope ('' = as granted), request id, access token max expiry.
+--       requested scope ('' = as granted), request id, access token max expiry,
+--       most access tokens of one family that may be alive at once.
 -- One atomic step: rotate (the current generation), answer a retry of this very request the same,
 -- hand the same successor to a replay within the grace period, or end the family on reuse
 -- (RFC 9700 §4.14: any earlier generation whose MAC is valid was really issued and spent).
+-- A mint that would leave more than ARGV[11] of the family's access tokens possibly alive is refused
+-- ('limit', nothing changes): the tokens-revoked event of the family can always name each of them.
 -- {'ok'|'grace', user, scope, session expires_at, auth_time, last_active_at, claims, family expiry,
---  next generation, its MAC, jti} | {'reuse', user, latest exp of its access tokens, tokens minted}
--- | {'scope'} | {'invalid'}
+--  next generation, its MAC, jti} | {'reuse', user, latest exp of its access tokens, tokens minted,
+--  index from which they may be alive} | {'scope'} | {'limit'} | {'invalid'}
 local rec = KEYS[1]
 local sid, fid, gen, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
 local r = redis.call('HMGET', rec, 'f:' .. fid, 'user_id', 'expires_at', 'created_at', 'last_active_at', 'claims')
@@ -22,29 +25,30 @@ if not r[3] or tonumber(r[3]) <= now or f.e <= now then
   redis.call('HDEL', rec, 'f:' .. fid)
   return {'invalid'}
 end
+local retry = gen == f.g - 1 and f.q == ARGV[9]
+local grace = tonumber(ARGV[6])
+local in_grace = gen == f.g - 1 and grace > 0 and now - f.r <= grace
+if gen < f.g and not retry and not in_grace then
+  local ended = end_family(rec, fid, f, now)
+  return {'reuse', r[2], ended[1], ended[2], ended[3]}
+end
+if gen > f.g then return {'invalid'} end
 local function answer(outcome, index)
   return {outcome, r[2], f.s, r[3], r[4], r[5] or '', r[6] or '', string.format('%d', f.e),
     string.format('%d', f.g), refresh_mac(f, sid, fid, f.g), fid .. '.' .. string.format('%d', index)}
 end
+if retry then return answer('ok', f.qn) end
+-- no checkpoint passed yet (a record of the previous version): count the tokens since the oldest one
+if f.n - (alive_from(f, now) or f.h[1][2]) >= tonumber(ARGV[11]) then return {'limit'} end
 -- the clamp: no access token outlives its session or its family (the caller mints the same exp)
 local jti_exp = math.min(tonumber(ARGV[10]), tonumber(r[3]), f.e)
+local index = f.n
+f.n, f.x = f.n + 1, math.max(f.x, jti_exp)
+checkpoint(f, tonumber(ARGV[10]) - now)
 if gen == f.g then
-  f.g, f.r, f.q, f.qn, f.n = f.g + 1, now, ARGV[9], f.n, f.n + 1
-  f.x = math.max(f.x, jti_exp)
+  f.g, f.r, f.q, f.qn = f.g + 1, now, ARGV[9], index
   redis.call('HSET', rec, 'f:' .. fid, encode_family(f))
-  return answer('ok', f.qn)
+  return answer('ok', index)
 end
-if gen == f.g - 1 then
-  if f.q == ARGV[9] then return answer('ok', f.qn) end
-  local grace = tonumber(ARGV[6])
-  if grace > 0 and now - f.r <= grace then
-    f.n, f.x = f.n + 1, math.max(f.x, jti_exp)
-    redis.call('HSET', rec, 'f:' .. fid, encode_family(f))
-    return answer('grace', f.n - 1)
-  end
-end
-if gen < f.g then
-  local ended = end_family(rec, fid, f, now)
-  return {'reuse', r[2], ended[1], ended[2]}
-end
-return {'invalid'}
+redis.call('HSET', rec, 'f:' .. fid, encode_family(f))  -- a replay within the grace period
+return answer('grace', index)
