@@ -370,6 +370,37 @@ def test_refresh_garbage(oauth, token):
     assert response.get_json()["error"] in ("invalid_grant", "invalid_request")
 
 
+def family_alive(oauth, refresh_token: str) -> bool:
+    return oauth.refresh(refresh_token).status_code == 200
+
+
+@pytest.mark.parametrize("extra", [{"scope": "openid email"}, {"client_id": "fluxer-admin"}], ids=["scope", "client"])
+def test_a_spent_refresh_token_is_reuse_whatever_else_the_request_gets_wrong(oauth, extra, services, events):
+    """A genuine spent refresh token ends its family (RFC 9700 §4.14) also with a widened scope or as
+    another client: the client and scope checks belong to current tokens."""
+    oauth.login()
+    first = oauth.tokens(scope="openid profile")
+    second = oauth.refresh(first["refresh_token"]).get_json()
+    events.drain()
+    reuse = oauth.refresh(first["refresh_token"], **extra)
+    assert reuse.status_code == 400 and reuse.get_json()["error"] == "invalid_grant"
+    assert not family_alive(oauth, second["refresh_token"])
+    services.worker.run_once()
+    assert [e["reason"] for e in events.drain() if e["type"] == "tokens-revoked"] == ["refresh-reuse"]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"refresh_reuse_grace": 30}])
+def test_a_grace_replay_still_checks_client_and_scope(oauth):
+    """Within the grace window the predecessor is not reuse, so a widened scope or another client is
+    refused and the family lives on."""
+    oauth.login()
+    first = oauth.tokens(scope="openid profile")
+    second = oauth.refresh(first["refresh_token"]).get_json()
+    assert oauth.refresh(first["refresh_token"], scope="openid email").get_json()["error"] == "invalid_scope"
+    assert oauth.refresh(first["refresh_token"], client_id="fluxer-admin").get_json()["error"] == "invalid_grant"
+    assert family_alive(oauth, second["refresh_token"])
+
+
 def test_rotation_is_refused_past_the_bound_of_live_access_tokens(oauth, clock, settings):
     """A family that has minted ALIVE_PER_FAMILY access tokens within one lifetime is refused the next
     (invalid_grant); the refusal changes nothing, and once its tokens have expired the same refresh

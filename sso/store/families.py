@@ -62,7 +62,8 @@ class Families:
     def rotate(
         self, presented: str, *, now: int, grace: int, client_id: str, scope: str, access_expires_at: int
     ) -> Rotation:
-        """One atomic script: rotate, replay within grace, or end the family on reuse."""
+        """One atomic script: rotate, replay within grace, or end the family on reuse (a spent token
+        with a valid MAC, whatever ``client_id`` and ``scope`` say)."""
         found = self._parse(presented)
         if found is None:
             return Rotation("invalid")

@@ -4,7 +4,8 @@
 --       most access tokens of one family that may be alive at once.
 -- One atomic step: rotate (the current generation), answer a retry of this very request the same,
 -- hand the same successor to a replay within the grace period, or end the family on reuse
--- (RFC 9700 §4.14: any earlier generation whose MAC is valid was really issued and spent).
+-- (RFC 9700 §4.14: any earlier generation whose MAC is valid was really issued and spent, so it
+-- ends the family whatever client or scope the request names; those checks are for current tokens).
 -- A mint that would leave more than ARGV[11] of the family's access tokens possibly alive is refused
 -- ('limit', nothing changes): the tokens-revoked event of the family can always name each of them.
 -- {'ok'|'grace', user, scope, session expires_at, auth_time, last_active_at, claims, family expiry,
@@ -15,12 +16,7 @@ local sid, fid, gen, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5]
 local r = redis.call('HMGET', rec, 'f:' .. fid, 'user_id', 'expires_at', 'created_at', 'last_active_at', 'claims')
 if not r[1] then return {'invalid'} end
 local f = decode_family(r[1])
-if refresh_mac(f, sid, fid, gen) ~= ARGV[4] or f.c ~= ARGV[7] then return {'invalid'} end
-local granted = {}
-for s in string.gmatch(f.s, '%S+') do granted[s] = true end
-for s in string.gmatch(ARGV[8], '%S+') do
-  if not granted[s] then return {'scope'} end
-end
+if refresh_mac(f, sid, fid, gen) ~= ARGV[4] then return {'invalid'} end
 if not r[3] or tonumber(r[3]) <= now or f.e <= now then
   redis.call('HDEL', rec, 'f:' .. fid)
   return {'invalid'}
@@ -32,7 +28,12 @@ if gen < f.g and not retry and not in_grace then
   local ended = end_family(rec, fid, f, now)
   return {'reuse', r[2], ended[1], ended[2], ended[3]}
 end
-if gen > f.g then return {'invalid'} end
+if gen > f.g or f.c ~= ARGV[7] then return {'invalid'} end
+local granted = {}
+for s in string.gmatch(f.s, '%S+') do granted[s] = true end
+for s in string.gmatch(ARGV[8], '%S+') do
+  if not granted[s] then return {'scope'} end
+end
 local function answer(outcome, index)
   return {outcome, r[2], f.s, r[3], r[4], r[5] or '', r[6] or '', string.format('%d', f.e),
     string.format('%d', f.g), refresh_mac(f, sid, fid, f.g), fid .. '.' .. string.format('%d', index)}
