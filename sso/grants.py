@@ -168,11 +168,6 @@ class GrantService:
         )
         if rotation.outcome == "scope":
             raise errors.InvalidScope("The requested scope exceeds what was granted.")
-        if rotation.outcome == "limit":
-            raise errors.InvalidGrant(
-                "The refresh token was used too often; retry later.",
-                detail=f"family {rotation.family_id} holds its bound of live access tokens",
-            )
         if rotation.outcome == "reuse":
             metrics.REFRESH_REUSE.inc()
             self.tokens.announce(rotation.revoked, events.REFRESH_REUSE)

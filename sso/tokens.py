@@ -35,6 +35,8 @@ BEARER = "Bearer"  # RFC 6750 token_type
 REFRESH_TOKEN_TYPE = "refresh_token"  # nosec B105  # RFC 7662 token_type of a refresh token
 ACCESS_TOKEN_TYPE = "access_token"  # nosec B105  # RFC 7009/7662 token_type_hint
 TOKEN_TYPE_HINTS = (ACCESS_TOKEN_TYPE, REFRESH_TOKEN_TYPE)
+# The most jtis one tokens-revoked event names (~12 KB of JSON); more are split over several events.
+JTIS_PER_EVENT = 256
 
 
 def signed_token_lifetimes(settings: Settings) -> dict[str, int]:
@@ -84,11 +86,15 @@ class TokenService:
         self.worker = worker
 
     def announce(self, revoked: Revoked | None, reason: str) -> None:
-        """Tell API instances (which verify access tokens locally) which tokens to refuse now."""
-        if revoked is not None and self.worker is not None:
+        """Tell API instances (which verify access tokens locally) which tokens to refuse now: one event
+        per JTIS_PER_EVENT of them, so a family rotated thousands of times in one lifetime is named
+        whole in messages of bounded size."""
+        if revoked is None or self.worker is None:
+            return
+        for start in range(0, len(revoked.jtis), JTIS_PER_EVENT):
             self.worker.publish(
-                events.tokens_revoked(revoked.user_id, [revoked.sid], revoked.jtis, revoked.expires_at,
-                                      self.clock(), reason=reason)
+                events.tokens_revoked(revoked.user_id, [revoked.sid], revoked.jtis[start : start + JTIS_PER_EVENT],
+                                      revoked.expires_at, self.clock(), reason=reason)
             )  # fmt: skip
 
     # -- minting ----------------------------------------------------------------

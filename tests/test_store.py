@@ -10,7 +10,7 @@ import time
 import pytest
 
 from sso.digests import b64url
-from sso.store import ALIVE_PER_FAMILY, FAMILIES_PER_SESSION, MARKS_PER_SESSION, RedisStore, Revoked
+from sso.store import FAMILIES_PER_SESSION, LEGACY_WINDOW, MARKS_PER_SESSION, RedisStore, Revoked
 from sso.store.layout import (
     BAND,
     BUCKET_TAGS,
@@ -446,8 +446,7 @@ def test_rotation_retry_of_the_same_request_is_not_reuse(services, clock):
     sid, _ = create(store, "42", now)
     token = RefreshToken.parse(redeem(store, code_for(store, sid, clock), sid, now).refresh_token)
     assert token is not None
-    args = [token.sid, token.fid, token.gen, token.mac, now, 0, "fluxer", "", "same-request", now + 900,
-            ALIVE_PER_FAMILY]  # fmt: skip
+    args = [token.sid, token.fid, token.gen, token.mac, now, 0, "fluxer", "", "same-request", now + 900]
     first = store.runner.run("rotate_refresh", [store.keys.session(sid)], args)
     again = store.runner.run("rotate_refresh", [store.keys.session(sid)], args)
     assert first[0] == again[0] == "ok" and first[8:] == again[8:]
@@ -611,7 +610,7 @@ def test_the_previous_version_reads_a_family_with_checkpoints(services, redis, c
 def test_a_family_written_by_the_previous_version_rotates_and_names_its_tokens(services, redis, clock):
     """A family without checkpoints (written before them, or rotated by an old instance during a rolling
     deploy) is not refused for its history: it rotates and gains checkpoints, and when it ends its event
-    names its last ALIVE_PER_FAMILY tokens, which hold every one still alive."""
+    names its last LEGACY_WINDOW tokens, which hold every one still alive."""
     store, now = services.store, int(clock.now)
     sid, _ = create(store, "42", now, ttl=10_000)
     first = store.redeem_code(code_for(store, sid, clock), user_id="42", sid=sid, client_id="fluxer",
@@ -630,4 +629,4 @@ def test_a_family_written_by_the_previous_version_rotates_and_names_its_tokens(s
     assert redis.hstrlen(record, f"f:{fid}") == width  # checkpoints again
     revoked = store.revoke_refresh(rotation.successor, None, now + 1)[1]
     assert revoked is not None
-    assert revoked.jtis == tuple(f"{fid}.{i}" for i in range(402 - ALIVE_PER_FAMILY, 402))
+    assert revoked.jtis == tuple(f"{fid}.{i}" for i in range(402 - LEGACY_WINDOW, 402))

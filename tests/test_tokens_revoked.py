@@ -8,7 +8,7 @@ import json
 import pytest
 
 from sso.events import iso8601
-from sso.store import ALIVE_PER_FAMILY
+from sso.tokens import JTIS_PER_EVENT
 from tests.test_event_log import published  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.topologies
@@ -127,14 +127,18 @@ def test_a_long_lived_family_names_its_unexpired_tokens_not_its_history(oauth, p
     assert len(event["jtis"]) <= len(alive) + settings.access_token_ttl // 2 // 60 + 1
 
 
-def test_a_family_at_its_bound_has_every_access_token_named(oauth, published, clock):  # noqa: F811
-    """Rotations stop at ALIVE_PER_FAMILY live access tokens, so the reuse that ends the family names
-    every one of them: the event stays complete and of bounded size."""
+def test_a_family_rotated_hundreds_of_times_is_named_whole_over_several_events(oauth, published, clock):  # noqa: F811
+    """300 rotations in one instant: the reuse names all 301 unexpired tokens, split over events of at
+    most JTIS_PER_EVENT jtis each, in order, each with the family's latest exp."""
     oauth.login()
     first = oauth.tokens()
-    minted, last = rotate(oauth, clock, first["refresh_token"], ALIVE_PER_FAMILY - 1, every=0)
-    assert oauth.refresh(last).get_json()["error"] == "invalid_grant"  # one more would be past the bound
+    minted, _ = rotate(oauth, clock, first["refresh_token"], 300, every=0)
     published()
     assert oauth.refresh(first["refresh_token"]).get_json()["error"] == "invalid_grant"
-    (event,) = revoked_events(published())
-    assert event["jtis"] == [claims(token)["jti"] for token in [first["access_token"], *minted]]
+    events = revoked_events(published())
+    assert [len(event["jtis"]) for event in events] == [JTIS_PER_EVENT, 301 - JTIS_PER_EVENT]
+    assert [jti for event in events for jti in event["jtis"]] == [
+        claims(token)["jti"] for token in [first["access_token"], *minted]
+    ]
+    assert {event["reason"] for event in events} == {"refresh-reuse"}
+    assert {event["expires_at"] for event in events} == {iso8601(claims(minted[-1])["exp"])}

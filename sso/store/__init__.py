@@ -22,11 +22,11 @@ from sso.store.families import Families, RefreshInfo, Rotation
 from sso.store.layout import Keys, draw_session_token
 from sso.store.runner import REDIS_ERRORS, Client, ReplicaTimeout, Runner
 from sso.store.sessions import SESSION_FIELDS, Ended, SessionRecords
-from sso.store.token_state import ALIVE_PER_FAMILY, MARKS_PER_SESSION, Revoked, TokenState
+from sso.store.token_state import LEGACY_WINDOW, MARKS_PER_SESSION, Revoked, TokenState
 
 __all__ = [
-    "ALIVE_PER_FAMILY",
     "FAMILIES_PER_SESSION",
+    "LEGACY_WINDOW",
     "MARKS_PER_SESSION",
     "SESSION_FIELDS",
     "CodeIssue",

@@ -16,14 +16,14 @@ from typing import Any
 
 from sso.store.layout import Keys, RefreshToken
 from sso.store.runner import ReplicaTimeout, Runner
-from sso.store.token_state import ALIVE_PER_FAMILY, Revoked, family_revoked
+from sso.store.token_state import Revoked, family_revoked
 
 
 @dataclass(frozen=True)
 class Rotation:
     """What the rotation script decided for a presented refresh token."""
 
-    outcome: str  # ok | grace | reuse | invalid | scope | limit (ALIVE_PER_FAMILY reached)
+    outcome: str  # ok | grace | reuse | invalid | scope
     user_id: str = ""
     sid: str = ""
     scope: str = ""
@@ -72,7 +72,7 @@ class Families:
             "rotate_refresh",
             [record],
             [token.sid, token.fid, token.gen, token.mac, now, grace, client_id, scope, secrets.token_hex(12),
-             access_expires_at, ALIVE_PER_FAMILY],
+             access_expires_at],
         )  # fmt: skip
         if r[0] in ("ok", "grace"):
             return Rotation(

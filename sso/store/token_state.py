@@ -21,11 +21,10 @@ from sso.store.layout import Keys
 from sso.store.runner import ReplicaTimeout, Runner
 
 MARKS_PER_SESSION = 64
-# The most access tokens of one family that may be alive at once: a rotation that would mint one more
-# is refused (a client that refreshes as its token expires has one or two alive), so the event of an
-# ended family names every token of it that may be alive (API instances refuse exact jtis), in a
-# message of bounded size. The family's checkpoints tell which may be (sso/store/lua/lib.lua).
-ALIVE_PER_FAMILY = 256
+# A family last written before checkpoints existed (sso/store/lua/lib.lua) does not say which of its
+# access tokens may be alive: its event names its last LEGACY_WINDOW, as many as a client refreshing
+# every 3.5 s mints in the default 15-minute lifetime. Within one access-token lifetime of the upgrade.
+LEGACY_WINDOW = 256
 
 
 def family_of(jti: str) -> str:
@@ -46,11 +45,13 @@ def family_revoked(
     user_id: str, sid: str, fid: str, latest_exp: int, minted: int, alive_from: int, now: int
 ) -> Revoked | None:
     """The access tokens of an ended family that may not have expired (None when all have): from the
-    index its checkpoints give (0 when unknown: a record of the previous version), at most the last
-    ALIVE_PER_FAMILY (the rotation bound keeps every one that may be alive among them)."""
+    index its checkpoints give, every one of them however many (the event carrying them is split,
+    ``TokenService.announce``); the last LEGACY_WINDOW when unknown (-1: a record of the previous
+    version)."""
     if latest_exp <= now or minted <= 0:
         return None
-    jtis = tuple(f"{fid}.{i}" for i in range(max(0, alive_from, minted - ALIVE_PER_FAMILY), minted))
+    start = alive_from if alive_from >= 0 else minted - LEGACY_WINDOW
+    jtis = tuple(f"{fid}.{i}" for i in range(max(0, start), minted))
     return Revoked(user_id, sid, jtis, latest_exp)
 
 

@@ -115,12 +115,12 @@ end
 
 -- End a family: its refresh tokens stop working at once, and its access tokens that have not
 -- expired yet are revoked by raising 'y' to their latest exp.
--- Returns {latest exp, tokens minted, index from which they may be alive (0: unknown)} as strings,
+-- Returns {latest exp, tokens minted, index from which they may be alive (-1: unknown)} as strings,
 -- for the tokens-revoked event.
 local function end_family(rec, fid, fam, now)
   redis.call('HDEL', rec, 'f:' .. fid)
   if fam.x > now then raise_ended(rec, fam.x) end
-  return {string.format('%d', fam.x), string.format('%d', fam.n), string.format('%d', alive_from(fam, now) or 0)}
+  return {string.format('%d', fam.x), string.format('%d', fam.n), string.format('%d', alive_from(fam, now) or -1)}
 end
 
 -- The record's live families ({fid = {e = expiry, t = created, text = the field}}; decode_family

@@ -17,4 +17,4 @@ if f then redis.call('HDEL', KEYS[1], 'f:' .. ARGV[1]) end
 local x = math.max(exp, f and f.x or 0)
 raise_ended(KEYS[1], x)
 return {2, string.format('%d', x), string.format('%d', f and f.n or 0),
-  string.format('%d', f and alive_from(f, now) or 0)}
+  string.format('%d', f and alive_from(f, now) or -1)}

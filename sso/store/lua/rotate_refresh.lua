@@ -1,16 +1,13 @@
 -- KEYS: session record.
 -- ARGV: sid, fid, generation, MAC (hex) of the presented token, now, grace, client_id,
---       requested scope ('' = as granted), request id, access token max expiry,
---       most access tokens of one family that may be alive at once.
+--       requested scope ('' = as granted), request id, access token max expiry.
 -- One atomic step: rotate (the current generation), answer a retry of this very request the same,
 -- hand the same successor to a replay within the grace period, or end the family on reuse
 -- (RFC 9700 §4.14: any earlier generation whose MAC is valid was really issued and spent, so it
 -- ends the family whatever client or scope the request names; those checks are for current tokens).
--- A mint that would leave more than ARGV[11] of the family's access tokens possibly alive is refused
--- ('limit', nothing changes): the tokens-revoked event of the family can always name each of them.
 -- {'ok'|'grace', user, scope, session expires_at, auth_time, last_active_at, claims, family expiry,
 --  next generation, its MAC, jti} | {'reuse', user, latest exp of its access tokens, tokens minted,
---  index from which they may be alive} | {'scope'} | {'limit'} | {'invalid'}
+--  index from which they may be alive, -1 unknown} | {'scope'} | {'invalid'}
 local rec = KEYS[1]
 local sid, fid, gen, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
 local r = redis.call('HMGET', rec, 'f:' .. fid, 'user_id', 'expires_at', 'created_at', 'last_active_at', 'claims')
@@ -39,8 +36,6 @@ local function answer(outcome, index)
     string.format('%d', f.g), refresh_mac(f, sid, fid, f.g), fid .. '.' .. string.format('%d', index)}
 end
 if retry then return answer('ok', f.qn) end
--- no checkpoint passed yet (a record of the previous version): count the tokens since the oldest one
-if f.n - (alive_from(f, now) or f.h[1][2]) >= tonumber(ARGV[11]) then return {'limit'} end
 -- the clamp: no access token outlives its session or its family (the caller mints the same exp)
 local jti_exp = math.min(tonumber(ARGV[10]), tonumber(r[3]), f.e)
 local index = f.n
