@@ -239,11 +239,16 @@ _ERRORS = {
 # The other 401s: the challenge each sends, if any (RFC 6750 §3, RFC 7235 §4.1).
 _UNAUTHORIZED = {
     "BearerUnauthorized": ("The access token is missing, invalid, expired or revoked.",
-                           {"schema": {"type": "string", "pattern": '^Bearer error="invalid_token"'},
-                            "description": 'always `Bearer error="invalid_token", error_description="..."`'}),
-    "ClientUnauthorized": ("Unknown `client_id` (a public client has no credentials to challenge), or an invalid "
-                           "session token: no `WWW-Authenticate`.", None),
-    "ClientOrServiceUnauthorized": ("Unknown `client_id` (no challenge), or a wrong `Authorization: Service` header "
+                           {"schema": {"type": "string",
+                                       "pattern": '^Bearer (error="invalid_token"|realm="fluxer-sso"$)'},
+                            "description": '`Bearer error="invalid_token", error_description="..."` for a presented '
+                                           'token; `Bearer realm="fluxer-sso"` when the request has no Bearer '
+                                           'credentials (RFC 6750 §3.1)'}),
+    "ClientUnauthorized": ("Unknown `client_id` (a public client has no credentials to challenge: no "
+                           "`WWW-Authenticate`, unless it sent `Authorization: Basic`, then "
+                           '`Basic realm="fluxer-sso"`), or an invalid session token (no `WWW-Authenticate`).', None),
+    "ClientOrServiceUnauthorized": ("Unknown `client_id` (no challenge; `Basic realm=\"fluxer-sso\"` if the client "
+                                    "sent `Authorization: Basic`), or a wrong `Authorization: Service` header "
                                     '(`WWW-Authenticate: Service realm="fluxer-sso"`).', None),
 }  # fmt: skip
 
