@@ -242,7 +242,34 @@ def test_a_rerun_append_call_logs_and_publishes_nothing_twice(services, events, 
     assert len(redis.xrange(services.store.event_log_key)) == 6 and set(other).isdisjoint(first)
 
 
-def test_the_append_mark_shares_the_event_log_slot(keys):
+def test_the_append_mark_shares_the_event_log_slot_and_the_prefix(keys, prefix):
+    """In the log's slot (one script on a cluster), and under the prefix (a Redis ACL user confined to
+    the deployment's keys, ~<prefix>*, must be able to write it)."""
     from redis.crc import key_slot
 
     assert key_slot(keys.event_log_call("x").encode()) == key_slot(keys.event_log.encode())
+    assert keys.event_log_call("x").startswith(prefix)
+
+
+def test_an_acl_user_confined_to_the_prefix_can_append(single_redis_url, prefix, keys, redis):
+    """Every key the append touches is under SSO_REDIS_PREFIX: a Redis user allowed only ~<prefix>*
+    (and its channels) logs and publishes."""
+    import uuid
+
+    import redis as redis_lib
+
+    from sso.store.eventlog import EventLog
+    from sso.store.runner import Runner
+
+    admin = redis_lib.Redis.from_url(single_redis_url)
+    user, password = f"sso-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    admin.execute_command("ACL", "SETUSER", user, "on", f">{password}", f"~{prefix}*", f"&{prefix}*", "+@all")
+    confined = redis_lib.Redis.from_url(single_redis_url, username=user, password=password, decode_responses=True)
+    try:
+        log = EventLog(Runner(confined, wait_for_replica=False), keys, retention=3600)
+        ids = log.append([envelope("session-created", "42", ["a" * 43], time.time())], "call-acl")
+        assert len(ids) == 1 and redis.xlen(keys.event_log) == 1
+    finally:
+        confined.close()
+        admin.execute_command("ACL", "DELUSER", user)
+        admin.close()

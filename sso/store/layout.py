@@ -26,7 +26,7 @@ Key names (``P`` is ``SSO_REDIS_PREFIX``, ``T`` the bucket's tag)::
     P{T}:r:<id>     string  the answer of one invalidation request, for its retry, 60 s
     Prl:<limit>:<window>:<addr>   string  failures in one rate window
     Pevent-log      stream  the durable event log (sso/store/eventlog.py)
-    {Pevent-log}:r:<id>  string  the ids one append call wrote, for its retry, 60 s (the log's slot)
+    Pevent-log:r:{Pevent-log}<id>  string  the ids one append call wrote, for its retry, 60 s (the log's slot)
     Phealth         string  written by /_health to prove a write lands, 10 s
 """
 
@@ -218,8 +218,9 @@ class Keys:
         return f"{self._bases[bucket]}r:{request_id}"
 
     def event_log_call(self, call_id: str) -> str:
-        """In the event log's slot: its whole name is the hash tag (a prefix holds no braces)."""
-        return f"{{{self.event_log}}}:r:{call_id}"
+        """Under the prefix like every key, and in the event log's slot: the log's whole name is the
+        hash tag (a prefix holds no braces, so the log's own slot is that of its whole name)."""
+        return f"{self.event_log}:r:{{{self.event_log}}}{call_id}"
 
     def rate(self, limit: str, window: int, address: str) -> str:
         return f"{self.prefix}rl:{limit}:{window}:{address}"
