@@ -105,6 +105,9 @@ class RedisTarget:
 
 def parse_redis_url(url: str) -> RedisTarget:
     """Parse REDIS_URL, or raise ValueError with a message that names no secret."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        # urlsplit silently drops tabs and newlines: what redis-py used would not be what was logged
+        raise ValueError("must not contain control characters (a tab or newline pasted into it?)")
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep:

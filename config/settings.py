@@ -149,18 +149,28 @@ def _rate(env: Mapping[str, str], name: str, default: RateLimit | None) -> RateL
 def _http_url(name: str, value: str, *, origin_only: bool = False) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(name, f"{value!r} is not an absolute http(s) URL")
+        raise ConfigError(name, f"{_shown(value)!r} is not an absolute http(s) URL")
+    # userinfo first, and no message quotes it or the query: either may hold a credential
+    if parts.username is not None or parts.password is not None or parts.fragment:
+        raise ConfigError(name, f"a URL of host {parts.hostname!r} must not carry userinfo or a fragment")
     try:  # urlsplit checks the port only when it is read; unchecked, the first worker to read it dies
         good_port = parts.port != 0
     except ValueError:
         good_port = False
     if not good_port:
-        raise ConfigError(name, f"{value!r} has an invalid port (1-65535)")
-    if parts.username is not None or parts.password is not None or parts.fragment:
-        raise ConfigError(name, f"{value!r} must not carry userinfo or a fragment")
+        raise ConfigError(name, f"{_shown(value)!r} has an invalid port (1-65535)")
     if origin_only and (parts.path not in ("", "/") or parts.query):
-        raise ConfigError(name, f"{value!r} must be an origin (scheme://host[:port])")
+        raise ConfigError(name, f"{_shown(value)!r} must be an origin (scheme://host[:port])")
     return value
+
+
+def _shown(value: str) -> str:
+    """A URL setting as an error may quote it: without userinfo or query (either may carry a secret)."""
+    scheme, sep, rest = value.partition("?")[0].partition("#")[0].partition("://")
+    if not sep:
+        return "(not a URL)" if "@" in scheme else scheme
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
 
 
 def _origin(name: str, value: str) -> str:
@@ -231,10 +241,10 @@ def _backchannel_uris(env: Mapping[str, str], clients: tuple[str, ...]) -> tuple
     for item in _list(env, name):
         client, sep, uri = item.partition("=")
         if not sep or client not in clients:
-            raise ConfigError(name, f"{item!r} must be client_id=URI with a client of SSO_CLIENTS")
+            raise ConfigError(name, f"{client!r}={_shown(uri)!r} must be client_id=URI with a client of SSO_CLIENTS")
         parts = urlsplit(_http_url(name, uri))
         if parts.scheme != "https" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
-            raise ConfigError(name, f"{uri!r} must be https (plain http only to a loopback address)")
+            raise ConfigError(name, f"{_shown(uri)!r} must be https (plain http only to a loopback address)")
         if client in dict(pairs):
             raise ConfigError(name, f"{client!r} is listed twice")
         pairs.append((client, uri))

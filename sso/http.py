@@ -351,6 +351,8 @@ def register_request_hooks(app: Flask, accounting: RequestAccounting) -> None:
         req = request._get_current_object()  # type: ignore[attr-defined]
         ctx = g._get_current_object()  # type: ignore[attr-defined]
         response.headers["X-Request-ID"] = getattr(ctx, "request_id", None) or request_id("")
+        if req.method == "OPTIONS" and not response.is_streamed and not response.get_data():
+            del response.headers["Content-Type"]  # Flask's automatic answer: no body, so not text/html
         now = time.perf_counter()
         endpoint = req.url_rule.rule if req.url_rule is not None else "unmatched"
         accounting.record(

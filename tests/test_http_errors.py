@@ -130,3 +130,10 @@ def test_refresh_with_an_empty_scope_keeps_the_grant(oauth):
     first = oauth.tokens(scope="openid profile")
     again = oauth.refresh(first["refresh_token"], scope="")
     assert again.status_code == 200 and again.get_json()["scope"] == "openid profile"
+
+
+@pytest.mark.parametrize("path", ["/token", "/session/set-cookie", "/.well-known/jwks.json", "/_health", "/authorize"])
+def test_an_options_answer_has_no_body_and_no_html_type(client, path):
+    response = client.options(path, headers={"Origin": "http://app.test", "Access-Control-Request-Method": "POST"})
+    assert response.status_code == 200 and response.data == b""
+    assert "Content-Type" not in response.headers and response.headers["Allow"]

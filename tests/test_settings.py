@@ -245,3 +245,31 @@ def test_ensure_env_file_never_overwrites(tmp_path):
     assert "SSO_JWT_PRIVATE_KEY" in first and oct(path.stat().st_mode & 0o777) == "0o600"
     assert ensure_env_file(path) is False
     assert path.read_text() == first
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://:\t\t\tHunter2Secret@h:6379/0", "redis://:\n\nHunter2Secret@redis.internal/0"]
+)
+def test_a_redis_url_with_control_characters_is_refused_without_its_password(env, url):
+    """urlsplit drops tabs and newlines, so the logged (masked) URL and the one redis-py used would differ."""
+    with pytest.raises(ConfigError) as info:
+        load_settings({**env, "REDIS_URL": url})
+    assert str(info.value).startswith("REDIS_URL: must not contain control characters")
+    assert "Secret" not in str(info.value) and "cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SSO_BACKCHANNEL_LOGOUT_URIS", "fluxer=https://svc:Hunter2Secret@bc.example:0/logout"),
+        ("SSO_BACKCHANNEL_LOGOUT_URIS", "fluxer=https://bc.example:0/logout?key=Hunter2Secret"),
+        ("SSO_BACKCHANNEL_LOGOUT_URIS", "nobody=https://bc.example/logout?key=Hunter2Secret"),
+        ("SSO_BACKCHANNEL_LOGOUT_URIS", "fluxer=http://bc.example/logout?key=Hunter2Secret"),
+        ("SSO_LOGIN_URL", "https://app.example:70000/login?token=Hunter2Secret"),
+        ("SSO_LOGIN_URL", "ftp://u:Hunter2Secret@app.example/login"),
+    ],
+)
+def test_a_bad_url_setting_is_named_without_its_credentials(env, name, value):
+    with pytest.raises(ConfigError) as info:
+        load_settings({**env, name: value})
+    assert str(info.value).startswith(f"{name}: ") and "Hunter2" not in str(info.value)
