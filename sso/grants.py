@@ -83,7 +83,7 @@ class GrantService:
         redirect_uri = _required(data, "redirect_uri")
         verifier = _required(data, "code_verifier")
         if not pkce.valid_verifier(verifier):
-            raise errors.InvalidRequest("code_verifier: must be 43-128 unreserved characters (RFC 7636 §4.1)")
+            raise errors.InvalidRequest("code_verifier: must be 43-128 unreserved characters (RFC 7636 section 4.1)")
         if len(code) > MAX_TOKEN_LENGTH:
             raise errors.InvalidGrant()
 
