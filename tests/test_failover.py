@@ -257,6 +257,15 @@ def test_a_cluster_slot_no_node_serves_is_a_503_not_a_500(settings, new_cluster:
         for port in cluster.live_ports():
             with redis_lib.Redis(port=port) as node:
                 node.execute_command("CLUSTER", "DELSLOTS", slot)
+
+        def every_node_reports_fail() -> bool:  # a node updates cluster_state in its own cron, not at once
+            for port in cluster.live_ports():
+                with redis_lib.Redis(port=port, decode_responses=True) as node:
+                    if node.cluster("INFO").get("cluster_state") != "fail":
+                        return False
+            return True
+
+        wait_for(every_node_reports_fail, timeout=10, what="cluster_state:fail on every node")
         created = client.post("/session/create", json={"user_id": user}, headers=HEADERS)
         assert created.status_code == 503 and created.get_json()["error"] == "temporarily_unavailable"
         health = client.get("/_health")
