@@ -58,7 +58,7 @@ from werkzeug.wsgi import get_content_length
 from sso import errors
 from sso.accounting import RequestAccounting
 from sso.authorization import AuthorizeOutcome
-from sso.bodies import sized
+from sso.bodies import refusal
 from sso.http import (
     RAISED,
     RESULT,
@@ -129,11 +129,9 @@ class FastPath:
         if route is None or not self._routed_by_flask(environ):
             return self.app(environ, start_response)
         started = time.perf_counter()
-        if self.max_body is not None and sized(environ, self.max_body) is not None:
-            return self.app(environ, start_response)  # a chunked body over the limit: the view's 413
+        if self.max_body is not None and refusal(environ, self.max_body) is not None:
+            return self.app(environ, start_response)  # a body over the limit: the view's 413
         length = get_content_length(environ)  # Werkzeug's reading: None when absent, 0 when malformed
-        if length is not None and self.max_body is not None and length > self.max_body:
-            return self.app(environ, start_response)  # the view's 413
         method = environ.get("REQUEST_METHOD")
         if isinstance(route, Redirect):
             if method != "GET":

@@ -306,13 +306,6 @@ def note_user(user_id: str) -> None:
     g.user_id = user_id
 
 
-def empty(status: int) -> Response:
-    """An answer without a body, and so without Flask's default text/html Content-Type."""
-    response = Response(status=status)
-    del response.headers["Content-Type"]
-    return response
-
-
 def redirect_to(location: str, status: int) -> BaseResponse:
     """A redirect without Flask's little HTML page: no answer of this service is HTML."""
     response = redirect(location, status)
@@ -339,20 +332,18 @@ def register_request_hooks(app: Flask, accounting: RequestAccounting) -> None:
         # one short; a view that does not read it (/userinfo takes its token from a header) must
         # still refuse an oversized one, and no view may act on part of one (sso/bodies.py).
         if limit is not None:
-            refused = bodies.sized(req.environ, limit)  # what sso/fastpath.py decided, if it did
+            refused = bodies.refusal(req.environ, limit)
             if refused is not None:
                 raise refused
-            length = req.content_length
-            if length is not None and length > limit:
-                raise errors.PayloadTooLarge()
 
     @app.after_request
     def finish_request(response: Response) -> Response:
         req = request._get_current_object()  # type: ignore[attr-defined]
         ctx = g._get_current_object()  # type: ignore[attr-defined]
         response.headers["X-Request-ID"] = getattr(ctx, "request_id", None) or request_id("")
-        if req.method == "OPTIONS" and not response.is_streamed and not response.get_data():
-            del response.headers["Content-Type"]  # Flask's automatic answer: no body, so not text/html
+        if not response.is_streamed and not response.get_data():
+            # no body, so not Flask's default text/html: a 204, /revoke's 200, every OPTIONS answer
+            del response.headers["Content-Type"]
         now = time.perf_counter()
         endpoint = req.url_rule.rule if req.url_rule is not None else "unmatched"
         accounting.record(

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from sso import errors, events
 from sso.cookies import clear_sso_cookie, set_sso_cookie, sso_cookie
-from sso.http import apply_cors, empty, no_store, redirect_to, services, use_schema
+from sso.http import apply_cors, no_store, redirect_to, services, use_schema
 from sso.schemas import EndSessionSchema, LogoutSchema, SetCookieSchema
 
 bp = Blueprint("browser", __name__)
@@ -40,7 +40,7 @@ def set_cookie(data: dict[str, Any]) -> Response:
     session = svc.sessions.from_token(data["token"])
     if session is None:
         raise errors.Unauthorized("The session token is invalid or expired.")
-    response = no_store(empty(204))
+    response = no_store(Response(status=204))
     set_sso_cookie(response, svc.settings, data["token"], session.expires_at - int(svc.clock()))
     return response
 
@@ -74,7 +74,7 @@ def logout(data: dict[str, Any]) -> BaseResponse:
         svc.sessions.invalidate(session.user_id, [session.session_id_hash], reason=events.LOGOUT, actor="logout")
     elif session is not None and data["invalidate"] == "all":
         svc.sessions.invalidate_all(session.user_id, actor="logout")
-    response = redirect_to(location, 303) if location else empty(204)
+    response = redirect_to(location, 303) if location else Response(status=204)
     clear_sso_cookie(response, svc.settings)
     return no_store(response)
 

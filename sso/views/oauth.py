@@ -16,7 +16,6 @@ from sso.http import (
     authenticate_service,
     client_address,
     count_failure,
-    empty,
     handed_over,
     no_store,
     note_user,
@@ -120,4 +119,4 @@ def revoke(data: dict[str, Any]) -> Response:
         raise errors.InvalidClient("Unknown client_id.")
     caller = f"client {client_id}" if client_id is not None else f"service {client_address()}"
     svc.tokens.revoke(data["token"], data["token_type_hint"], client_id, actor=caller)
-    return no_store(empty(200))
+    return no_store(Response(status=200))
